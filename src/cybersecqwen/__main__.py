@@ -1,0 +1,3 @@
+from cybersecqwen.cli import main
+
+main()

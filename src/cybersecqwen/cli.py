@@ -1,0 +1,155 @@
+"""The `cybersecqwen` command line: each verb parses its options and calls one function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from cybersecqwen.errors import CybersecqwenError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, measure and run small CTI specialist models.")
+data_app = typer.Typer(no_args_is_help=True, help="Data sources and corpora.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="Mirror directory of the data sources (else $CYBERSECQWEN_DATA_DIR).")
+Download = typer.Option(False, "--download", help="Allow downloading missing sources from their pinned upstream.")
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option("embedded", "--model", help="embedded | HF folder | file.gguf | openai:BASE_URL[#model]"),
+    tasks: str = typer.Option("all", "--tasks", help="Comma-separated task names, or 'all'."),
+    out: Path = typer.Option(..., "--out", help="Run directory (resumes when it holds responses)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Items per task (a seeded random sample)."),
+    protocol: str = typer.Option("ctibench", "--protocol", help="ctibench | cisco"),
+    mode: str = typer.Option("generate", "--mode", help="generate | logprob (score the MCQ letters)"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials per item (cisco default 10, ctibench 1)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Override the protocol's temperature."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Override the protocol's max_tokens."),
+    seed: int = typer.Option(42, "--seed"),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp | openai"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | fp32 | bf16 | fp16 (hf backend)"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Evaluate a model on CTI-Bench tasks and write report.json / report.md / report.png."""
+    from cybersecqwen.evaluate.report import render_markdown
+    from cybersecqwen.evaluate.runner import EvalConfig, run_eval
+    from cybersecqwen.tasks import parse_task_list
+
+    cfg = EvalConfig(model=model, tasks=parse_task_list(tasks), out=out, limit=limit, protocol=protocol, mode=mode,
+                     trials=trials, temperature=temperature, max_tokens=max_tokens, seed=seed, backend=backend,
+                     dtype=dtype, batch_size=batch_size, data_dir=data_dir, download=download)
+    report = run_eval(cfg)
+    print(render_markdown(report))
+    console.print(f"report written to {out}/report.md, report.json, report.png")
+
+
+@app.command("score")
+def score_command(
+    task: str = typer.Argument(..., help="Task name, e.g. cti-rcm"),
+    responses: Path = typer.Option(..., "--responses", help='JSONL: {"index": <row>, "response": "<model text>"} per line'),
+    protocol: str = typer.Option("ctibench", "--protocol", help="ctibench | cisco"),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Score saved responses without a model; prints one JSON object."""
+    from cybersecqwen.evaluate.rescore import rescore
+
+    print(json.dumps(rescore(task, responses, protocol, data_dir, download), indent=2))
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Path = typer.Argument(..., help="Eval run directory of model A"),
+    run_b: Path = typer.Argument(..., help="Eval run directory of model B"),
+    references: Optional[Path] = typer.Option(None, "--references", help="YAML of published numbers to show beside."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Paired per-task differences (B - A) with 95% CIs and McNemar / Wilcoxon p-values."""
+    from cybersecqwen.evaluate.compare import compare_runs
+    from cybersecqwen.evaluate.report import fmt
+
+    result = compare_runs(run_a, run_b, references)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"B - A · protocol {result['protocol']} · A={result['model_a']} · B={result['model_b']}")
+    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p"):
+        table.add_column(column)
+    for name, entry in result["tasks"].items():
+        metric = entry["metric"]
+        ci = entry["ci95"]
+        scale = 1 if metric.endswith("mad") else 100
+        table.add_row(name, metric, str(entry["n_shared_items"]), fmt(entry["a"], metric), fmt(entry["b"], metric),
+                      f"{scale * (entry['difference_b_minus_a'] or 0):+.2f}{'' if scale == 1 else ' pts'}",
+                      f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}")
+    Console().print(table)
+    for reference in result.get("references", []):
+        scores = ", ".join(f"{k} {v}" for k, v in reference["scores"].items())
+        print(f"reference: {reference['model']} ({reference['protocol']}; {reference.get('source', 'no source')}): {scores}")
+
+
+@data_app.command("sources")
+def data_sources(data_dir: Optional[Path] = DataDir) -> None:
+    """List the registered sources, their licenses, and whether each file resolves and is pinned."""
+    from cybersecqwen import sources
+
+    table = Table(title="data sources")
+    for column in ("source", "file", "license", "status"):
+        table.add_column(column)
+    for source in sources.SOURCES.values():
+        for source_file in source.files:
+            try:
+                path = sources.resolve(source.name, source_file.name, data_dir)
+                status = f"ok {path}"
+            except CybersecqwenError as exc:
+                status = "missing" if "missing data file" in str(exc) else str(exc)
+            table.add_row(source.name, source_file.name, source.license, status)
+    Console().print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("CYBERSECQWEN_LOG", "WARNING"), format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except CybersecqwenError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted; rerun the same command to resume", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        raise
+
+
+def _quiet_libraries() -> None:
+    # Transformers' per-load progress bars drown the rich progress of the run itself.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass

@@ -1,0 +1,8 @@
+"""The one error type for mistakes a user can make (bad path, bad file, unknown name).
+
+The CLI prints it as one line and exits 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class CybersecqwenError(Exception):
+    """A user-caused problem; the message names the offending input and how to fix it."""

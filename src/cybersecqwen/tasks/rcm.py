@@ -1,0 +1,109 @@
+"""CTI-RCM and CTI-RCM-2021: map a CVE description to its root-cause CWE. Metric: accuracy."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Mapping
+
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task
+from cybersecqwen.tasks.mcq import accuracy_metrics
+from cybersecqwen.tasks.patterns import (
+    AnswerPattern,
+    first_match,
+    last_nonempty_line,
+    normalise_dashes,
+    strip_markdown,
+)
+
+CISCO_INSTRUCTION = (
+    "Analyze the following CVE description and map it to the appropriate CWE. Provide a brief justification "
+    "for your choice. Ensure the last line of your response contains only the CWE ID."
+)
+
+CISCO_PATTERNS = [
+    AnswerPattern(r"(?i)\b(cwe[‑-]\d+)\b", "proper", "unique", lambda x: x.upper()),
+    AnswerPattern(r"(?i)\b(?:cwe|id):\s+(\d+)\b", "improper", "unique", lambda x: f"CWE-{x}"),
+]
+
+CWE_ID = re.compile(r"(?i)\bCWE[\s_-]?(\d+)\b")
+CWE_STATEMENT = re.compile(
+    r"(?i)(?:answer|cwe\s*id|maps?\s+to|mapped\s+to|classified\s+as|root\s+cause\s+is|appropriate\s+cwe\s+is)"
+    r"\s*(?:is)?\s*[:\-]?\s*\(?CWE[\s_-]?(\d+)\b"
+)
+
+# FAITH v0.3.0+ drops duplicate descriptions (0-based TSV rows), see PROTOCOLS.md.
+CISCO_DUPLICATE_ROWS = frozenset([243, 453, 531, 600, 602, 681, 689, 691, 776, 788])
+
+
+def robust_cwe_ids(response: str) -> list[str]:
+    """All CWE ids a response names, ranked: last-line id first, explicit statements, then by frequency."""
+    text = normalise_dashes(strip_markdown(response))
+    mentions = [f"CWE-{int(m)}" for m in CWE_ID.findall(text)]
+    if not mentions:
+        return []
+    ranked: list[str] = []
+    last_line = [f"CWE-{int(m)}" for m in CWE_ID.findall(last_nonempty_line(text))]
+    if len(set(last_line)) == 1:
+        ranked.append(last_line[0])
+    ranked.extend(f"CWE-{int(m)}" for m in reversed(CWE_STATEMENT.findall(text)))
+    counts = Counter(mentions)
+    ranked.extend(sorted(counts, key=lambda cwe: (-counts[cwe], mentions.index(cwe))))
+    return list(dict.fromkeys(ranked))
+
+
+class RCM(Task):
+    file_name = "cti-rcm.tsv"
+    columns = ("URL", "Description", "Prompt", "GT")
+    primary_metric = "accuracy"
+
+    def __init__(self, name: str = "cti-rcm", file_name: str = "cti-rcm.tsv") -> None:
+        self.name = name
+        self.file_name = file_name
+
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
+        return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
+
+    def skipped_indexes(self, protocol: str) -> frozenset[int]:
+        return CISCO_DUPLICATE_ROWS if protocol == "cisco" and self.name == "cti-rcm" else frozenset()
+
+    def cisco_prompt(self, item: Item) -> str:
+        description = item.fields["Description"].strip()
+        if self.name == "cti-rcm" and item.index == 391:
+            # FAITH special-cases this row: its words are separated by runs of spaces.
+            description = description.replace("      ", " ").replace("  ", " ")
+        else:
+            # FAITH turns runs of two or more spaces (not after '*') into paragraph breaks.
+            description = re.sub(r"([^*])  (?: )*", "\\1\n\n", description)
+        return CISCO_INSTRUCTION + "\n\nCVE Description: " + description
+
+    def extract(self, response: str, rules: str) -> Answer:
+        if rules == "ctibench":
+            ids = re.findall(r"CWE-\d+", response)
+            return Answer(ids[-1], "proper") if ids else INVALID
+        if rules == "cisco":
+            value, kind = first_match(response, CISCO_PATTERNS)
+            return Answer(value.replace("‑", "-"), kind) if value is not None else INVALID
+        ranked = robust_cwe_ids(response)
+        return Answer(ranked[0], "proper") if ranked else INVALID
+
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        correct = float(answer.value is not None and answer.value == item.gold)
+        return {
+            "n": 1.0,
+            "valid": float(answer.valid),
+            "correct": correct,
+            "correct_proper": correct if answer.kind == "proper" else 0.0,
+        }
+
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        return accuracy_metrics(totals, rules)
+
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        return stats["correct"]
+
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]

@@ -1,0 +1,232 @@
+"""CTI-TAA: attribute a (redacted) threat report to a threat actor. Metrics: correct and plausible accuracy.
+
+Scoring follows the release's notebook exactly: names are lower-cased and stripped; "correct" when the
+prediction is reached from the ground truth through the alias dictionary (made symmetric, followed
+transitively), "plausible" when reached through aliases or related groups; every item is in the
+denominator. One quirk is kept on purpose: the search starts from the ground truth's neighbours, so a
+prediction equal to a ground truth that has no aliases scores "incorrect" (the robust rules fix that).
+
+The release extracted the actor name from each response by hand. Here a gazetteer of known names (the
+official dictionaries, ATT&CK intrusion sets and MISP threat actors, with aliases) finds it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import re
+from collections import Counter, deque
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from cybersecqwen import sources
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, read_tsv, require_columns
+from cybersecqwen.tasks.patterns import strip_markdown
+
+log = logging.getLogger(__name__)
+
+# Names too generic to be evidence of an attribution when they appear in a response.
+STOP_NAMES = frozenset(
+    ["apt", "nan", "none", "unknown", "group", "team", "the", "actor", "threat actor", "placeholder", "china",
+     "russia", "iran", "north korea", "india", "pakistan", "government", "hacker", "hackers", "ransomware"]
+)
+CUE_LINE = re.compile(r"(?im)^\W*(?:threat\s+actor|answer|attribution|attributed\s+to)\s*:(.*)$")
+CUE_SENTENCE = re.compile(r"(?i)[^.\n]*\b(?:attribut\w*|responsible|behind|most likely|likely|conclusion)\b[^.\n]*")
+
+
+def symmetric(graph: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """The notebook's normalisation: lower/strip every name, and add each edge in both directions."""
+    out = {k.strip().lower(): [v.strip().lower() for v in values] for k, values in graph.items()}
+    for actor in list(out):
+        for other in list(out[actor]):
+            neighbours = out.setdefault(other, [])
+            if actor not in neighbours:
+                neighbours.append(actor)
+    return out
+
+
+def _reaches(start: str, target: str, graphs: list[dict[str, list[str]]]) -> bool:
+    # The notebook's breadth-first search: the start itself only counts if a path leads back to it.
+    visited: set[str] = set()
+    queue = deque([start])
+    while queue:
+        current = queue.popleft()
+        visited.add(current)
+        for graph in graphs:
+            for neighbour in graph.get(current, []):
+                if neighbour == target:
+                    return True
+                if neighbour not in visited:
+                    queue.append(neighbour)
+    return False
+
+
+class ActorGraph:
+    def __init__(self, aliases: Mapping[str, list[str]], related: Mapping[str, list[str]]) -> None:
+        self.aliases = symmetric(aliases)
+        self.related = symmetric(related)
+
+    def connection(self, gold: str, predicted: str) -> str:
+        """'C' (alias chain), 'P' (alias or related-group chain) or 'I', as the release defines it."""
+        gold, predicted = gold.strip().lower(), predicted.strip().lower()
+        if _reaches(gold, predicted, [self.aliases]):
+            return "C"
+        if _reaches(gold, predicted, [self.aliases, self.related]):
+            return "P"
+        return "I"
+
+    def names(self) -> set[str]:
+        found = set(self.aliases) | set(self.related)
+        for graph in (self.aliases, self.related):
+            for values in graph.values():
+                found.update(values)
+        return found
+
+
+class Gazetteer:
+    """Finds threat-actor names in free text, longest name first at each position."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        usable = {name.strip() for name in names if name and len(name.strip()) >= 3}
+        usable = {name for name in usable if name.lower() not in STOP_NAMES and not name.isdigit()}
+        if not usable:
+            raise CybersecqwenError("the threat-actor gazetteer is empty: no actor names were loaded")
+        alternation = "|".join(re.escape(name) for name in sorted(usable, key=lambda n: (-len(n), n)))
+        self.pattern = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+        self.size = len(usable)
+
+    def mentions(self, text: str) -> list[str]:
+        return [match.group(0).strip().lower() for match in self.pattern.finditer(text)]
+
+    def first(self, text: str) -> str | None:
+        match = self.pattern.search(text)
+        return match.group(0).strip().lower() if match else None
+
+
+def attack_actor_names(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        bundle = json.load(handle)
+    names = []
+    for obj in bundle.get("objects", []):
+        if obj.get("type") == "intrusion-set" and not obj.get("revoked") and not obj.get("x_mitre_deprecated"):
+            names.append(obj.get("name", ""))
+            names.extend(obj.get("aliases", []))
+    return names
+
+
+def misp_actor_names(path: Path) -> list[str]:
+    cluster = json.loads(path.read_text(encoding="utf-8"))
+    names = []
+    for actor in cluster.get("values", []):
+        names.append(actor.get("value", ""))
+        names.extend(actor.get("meta", {}).get("synonyms", []))
+    return names
+
+
+class TAA(Task):
+    name = "cti-taa"
+    file_name = "cti-taa.tsv"
+    columns = ("URL", "Text", "Prompt")
+    primary_metric = "correct_accuracy"
+    protocols = ("ctibench",)
+
+    def __init__(self) -> None:
+        self.graph: ActorGraph | None = None
+        self.gazetteer: Gazetteer | None = None
+
+    def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
+        path = sources.resolve("cti-bench", self.file_name, data_dir, download)
+        rows = read_tsv(path)
+        require_columns(path, rows[0], self.columns)
+        gt_path = sources.resolve("cti-bench", "cti-taa-gt.tsv", data_dir, download)
+        gold_rows = read_tsv(gt_path)
+        require_columns(gt_path, gold_rows[0], ("GT",))
+        if len(gold_rows) != len(rows):
+            raise CybersecqwenError(f"{gt_path} has {len(gold_rows)} rows but {path} has {len(rows)}; they must align")
+        self.graph = ActorGraph(*(self._json(data_dir, download, f) for f in ("taa-alias-dict.json", "taa-related-dict.json")))
+        self.gazetteer = Gazetteer(self.graph.names() | set(self._extra_names(data_dir, download)))
+        return [Item(i, row["Prompt"], gold["GT"].strip(), dict(row)) for i, (row, gold) in enumerate(zip(rows, gold_rows))]
+
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:  # load() is overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def _json(data_dir: Path | str | None, download: bool, file_name: str) -> dict[str, list[str]]:
+        path = sources.resolve("cti-bench", file_name, data_dir, download)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CybersecqwenError(f"{path} is not valid JSON: {exc}") from None
+        return {k: [v for v in values if v != "nan"] for k, values in payload.items()}
+
+    @staticmethod
+    def _extra_names(data_dir: Path | str | None, download: bool) -> list[str]:
+        names: list[str] = []
+        for source, file_name, reader in (
+            ("mitre-attack-enterprise", "enterprise-attack-v18.1.json.gz", attack_actor_names),
+            ("misp-galaxy-threat-actor", "threat-actor.json", misp_actor_names),
+        ):
+            try:
+                names.extend(reader(sources.resolve(source, file_name, data_dir, download)))
+            except CybersecqwenError as exc:
+                log.warning("threat-actor gazetteer without %s: %s", source, exc)
+        return names
+
+    def _require_loaded(self) -> tuple[ActorGraph, Gazetteer]:
+        if self.graph is None or self.gazetteer is None:
+            raise RuntimeError("TAA.load() must run before extraction or scoring")
+        return self.graph, self.gazetteer
+
+    def extract(self, response: str, rules: str) -> Answer:
+        _, gazetteer = self._require_loaded()
+        if rules == "robust":
+            text = strip_markdown(response)
+            for cue in CUE_LINE.findall(text) + CUE_SENTENCE.findall(text):
+                name = gazetteer.first(cue)
+                if name:
+                    return Answer(name, "proper")
+            name = gazetteer.first(text)
+        else:
+            # Stand-in for the release's hand extraction: the first actor the response names.
+            name = gazetteer.first(response)
+        return Answer(name, "proper") if name else INVALID
+
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        graph, _ = self._require_loaded()
+        verdict = graph.connection(item.gold, answer.value) if answer.valid else "I"
+        exact = answer.valid and answer.value.strip().lower() == item.gold.strip().lower()
+        return {
+            "n": 1.0,
+            "valid": float(answer.valid),
+            "correct": float(verdict == "C"),
+            "plausible": float(verdict in ("C", "P")),
+            "correct_or_exact": float(verdict == "C" or exact),
+            "plausible_or_exact": float(verdict in ("C", "P") or exact),
+        }
+
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        n, valid = totals["n"], totals["valid"]
+        # Robust rules also count an exact name match that the official search misses (see module doc).
+        correct = totals["correct_or_exact"] if rules == "robust" else totals["correct"]
+        plausible = totals["plausible_or_exact"] if rules == "robust" else totals["plausible"]
+        return {
+            "n": n,
+            "valid": valid,
+            "invalid": n - valid,
+            "parse_failure_rate": ratio(n - valid, n),
+            "correct_accuracy": ratio(correct, n),
+            "plausible_accuracy": ratio(plausible, n),
+            "correct_accuracy_valid": ratio(correct, valid),
+        }
+
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        return stats["correct"]
+
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        return Answer(Counter(item.gold.strip().lower() for item in items).most_common(1)[0][0], "proper")
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return ["correct_accuracy", "plausible_accuracy"]

@@ -1,0 +1,126 @@
+"""CTI-VSP: predict the CVSS v3.1 base vector of a CVE. Metric: mean absolute deviation of base scores."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+from typing import Any, Mapping
+
+from cvss import CVSS3
+from cvss.exceptions import CVSSError
+
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio
+from cybersecqwen.tasks.patterns import AnswerPattern, first_match
+from cybersecqwen.tasks.rcm import CISCO_DUPLICATE_ROWS as _RCM_DUPLICATES
+
+CISCO_INSTRUCTION = """From the following CVE description, determine the CVSS v3.1 vector string for each CVSS base metric: AV, AC, PR, UI, S, C, I, and A.
+Valid options for each metric are as follows:
+- **Attack Vector (AV)**: Network (N), Adjacent (A), Local (L), Physical (P)
+- **Attack Complexity (AC)**: Low (L), High (H)
+- **Privileges Required (PR)**: None (N), Low (L), High (H)
+- **User Interaction (UI)**: None (N), Required (R)
+- **Scope (S)**: Unchanged (U), Changed (C)
+- **Confidentiality (C)**: None (N), Low (L), High (H)
+- **Integrity (I)**: None (N), Low (L), High (H)
+- **Availability (A)**: None (N), Low (L), High (H)
+Provide your answer as a CVSS v3.1 vector string. Ensure your final answer contains only the CVSS v3 Vector String in the following example format:
+CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"""
+
+CISCO_PATTERNS = [
+    AnswerPattern(r"(?i)(cvss:3\.\d(?:/\w+:\w+)+)\b", "proper", "unique", lambda x: x.strip().upper()),
+    AnswerPattern(r"(?i)((?:/\w+:\w+){2,})\b", "improper", "unique", lambda x: "CVSS:3.0" + x.strip().upper()),
+]
+# FAITH drops the RCM duplicates plus two rows that only repeat in VSP.
+CISCO_DUPLICATE_ROWS = _RCM_DUPLICATES | {419, 763}
+
+CTIBENCH_VECTOR = re.compile(r"AV:[A-Z]/AC:[A-Z]/PR:[A-Z]/UI:[A-Z]/S:[A-Z]/C:[A-Z]/I:[A-Z]/A:[A-Z]")
+ROBUST_VECTOR = re.compile(
+    r"(?i)(?:CVSS:3\.[01]/)?AV:[NALP]/AC:[LH]/PR:[NLH]/UI:[NR]/S:[UC]/C:[NLH]/I:[NLH]/A:[NLH]\b"
+)
+# Cisco scores a malformed or missing vector as the largest possible deviation.
+MAX_DEVIATION = 10.0
+
+
+@lru_cache(maxsize=8192)
+def base_score(vector: str) -> float | None:
+    try:
+        return float(CVSS3(vector).scores()[0])
+    except (CVSSError, ValueError, KeyError, IndexError):
+        return None
+
+
+class VSP(Task):
+    name = "cti-vsp"
+    file_name = "cti-vsp.tsv"
+    columns = ("URL", "Description", "Prompt", "GT")
+    primary_metric = "mad"
+    higher_is_better = False
+
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
+        return Item(index, row["Prompt"], row["GT"].strip(), dict(row))
+
+    def skipped_indexes(self, protocol: str) -> frozenset[int]:
+        return frozenset(CISCO_DUPLICATE_ROWS) if protocol == "cisco" else frozenset()
+
+    def cisco_prompt(self, item: Item) -> str:
+        return CISCO_INSTRUCTION + "\n\nCVE Description: " + item.fields["Description"]
+
+    def extract(self, response: str, rules: str) -> Answer:
+        if rules == "ctibench":
+            found = CTIBENCH_VECTOR.findall(response)
+            # The release prefixes "CVSS:3.0/" before scoring; a vector the cvss library rejects is unparseable.
+            vector = "CVSS:3.0/" + found[-1].upper() if found else None
+            kind = "proper"
+        elif rules == "cisco":
+            vector, kind = first_match(response, CISCO_PATTERNS)
+        else:
+            found = ROBUST_VECTOR.findall(response)
+            vector = found[-1].upper() if found else None
+            if vector is not None and not vector.startswith("CVSS:"):
+                vector = "CVSS:3.1/" + vector
+            kind = "proper"
+        if vector is None or base_score(vector) is None:
+            return INVALID
+        return Answer(vector, kind)
+
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        gold = base_score(item.gold)
+        predicted = base_score(answer.value) if answer.valid else None
+        deviation = abs(predicted - gold) if predicted is not None and gold is not None else None
+        return {
+            "n": 1.0,
+            "valid": float(deviation is not None),
+            "deviation": deviation or 0.0,
+            "deviation_all": deviation if deviation is not None else MAX_DEVIATION,
+            "exact": float(answer.valid and answer.value.split("/", 1)[-1] == item.gold.split("/", 1)[-1]),
+        }
+
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        n, valid = totals["n"], totals["valid"]
+        out = {
+            "n": n,
+            "valid": valid,
+            "invalid": n - valid,
+            "parse_failure_rate": ratio(n - valid, n),
+            # The release: mean absolute deviation over parseable predictions.
+            "mad": ratio(totals["deviation"], valid),
+            # Strict: every item, an unparseable vector counted at the maximum deviation of 10.
+            "strict_mad": ratio(totals["deviation_all"], n),
+            "exact_vector_rate": ratio(totals["exact"], n),
+        }
+        if rules == "cisco":
+            out["score"] = 1.0 - out["strict_mad"] / MAX_DEVIATION
+        return out
+
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        return stats["deviation_all"]
+
+    def is_binary(self) -> bool:
+        return False
+
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return ["score", "strict_mad"] if rules == "cisco" else ["mad", "strict_mad"]
