@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cybersecqwen.errors import CybersecqwenError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, measure and run small CTI specialist models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Build, measure and run small CTI specialist models.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sources and corpora.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
@@ -126,22 +126,14 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
     try:
-        app(standalone_mode=False)
+        # Standalone mode: typer/click report usage errors themselves (exit 2); our errors arrive here.
+        app()
     except CybersecqwenError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume", markup=False)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-        raise
 
 
 def _quiet_libraries() -> None:

@@ -228,7 +228,7 @@ def resolve(source_name: str, file_name: str, data_dir: Path | str | None = None
         if is_pinned(path, expected):
             return path
         if allow_unpinned():
-            log.warning("%s differs from the pinned version (sha256 %s); using it because %s is set", path, expected.sha256[:16], ALLOW_UNPINNED_ENV)
+            log.info("%s differs from the pinned version (sha256 %s); using it because %s is set", path, expected.sha256[:16], ALLOW_UNPINNED_ENV)
             return path
         raise CybersecqwenError(
             f"{path} is not the pinned version of {source.name}/{file_name} (expected sha256 {expected.sha256}); "

@@ -63,7 +63,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- protocol: **{protocol['name']}** (temperature {protocol['temperature']}, trials {protocol['trials']}, "
         f"max_tokens {protocol['max_tokens']}, seed {protocol['seed']}, mode {protocol['mode']}, "
         f"system prompt: {'yes' if protocol['system_prompt'] else 'none'})",
-        f"- sample: {report['sample']['strategy']}" + (f", {report['sample']['limit']} per task" if report['sample']['limit'] else ""),
+        f"- sample: {report['sample']['strategy']}" + (f", {report['sample']['limit']} per task" if report['sample']['limit'] else "")
+        + "".join(f", {name}: {n}" for name, n in report["sample"].get("task_limits", {}).items()),
         f"- created {report['created']} by cybersecqwen {report['cybersecqwen_version']}",
         "",
         "## Results",

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ CHUNK = 32  # responses per append: small enough to lose little on a crash, larg
 @dataclass
 class EvalConfig:
     model: str
-    tasks: list[str]
+    tasks: dict[str, int | None]  # task name -> its own item limit (None: use `limit`)
     out: Path
     limit: int | None = None
     protocol: str = "ctibench"
@@ -50,7 +50,6 @@ class EvalConfig:
     batch_size: int = 8
     data_dir: Path | None = None
     download: bool = False
-    tasks_spec: str = field(default="", repr=False)
 
     def settings_key(self) -> dict[str, Any]:
         """What decides the responses: a rerun into the same folder must match it to reuse them."""
@@ -103,6 +102,24 @@ def validate(cfg: EvalConfig) -> list[Task]:
     return tasks
 
 
+def check_model_spec(model: str) -> None:
+    """Reject a model argument that cannot work before any data or weights load."""
+    if model == "embedded" or model.startswith("openai:"):
+        return
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise CybersecqwenError(f"model file {path} is not a .gguf file; give a GGUF file or an HF model folder")
+        return
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CybersecqwenError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return
+    raise CybersecqwenError(
+        f"unknown model '{model}': give 'embedded', a Hugging Face model folder, a .gguf file, or openai:BASE_URL"
+    )
+
+
 def check_run_dir(cfg: EvalConfig) -> None:
     run_file = cfg.out / "run.json"
     if cfg.out.exists() and not cfg.out.is_dir():
@@ -128,13 +145,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     temperature = cfg.temperature if cfg.temperature is not None else settings.temperature
     max_tokens = cfg.max_tokens or settings.max_tokens
     loaded = {task.name: task.load(cfg.data_dir, cfg.download) for task in tasks}
+    check_model_spec(cfg.model)
     check_run_dir(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "run.json", {"settings": cfg.settings_key(), "version": __version__})
     responses_path = cfg.out / "responses.jsonl"
     saved = responses_file.read_responses(responses_path, repair_tail=True)
 
-    samples = {t.name: sample_items(loaded[t.name], cfg.limit, cfg.seed, t.skipped_indexes(cfg.protocol)) for t in tasks}
+    samples = {
+        t.name: sample_items(loaded[t.name], cfg.tasks[t.name] or cfg.limit, cfg.seed, t.skipped_indexes(cfg.protocol))
+        for t in tasks
+    }
     pending = {
         t.name: [(item, trial) for item in samples[t.name] for trial in range(trials) if (item.index, trial) not in saved.get(t.name, {})]
         for t in tasks
@@ -143,6 +162,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     if any(pending.values()):
         backend = load_backend(cfg.model, cfg.backend, cfg.dtype, batch_size=cfg.batch_size)
+    # The run folder appears only once inputs, data and model are known good: a failed start leaves nothing.
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "run.json", {"settings": cfg.settings_key(), "version": __version__})
     try:
         with responses_path.open("a", encoding="utf-8") as handle, _progress() as progress:
             for task in tasks:
@@ -211,7 +233,8 @@ def build_report(cfg: EvalConfig, tasks: list[Task], loaded: dict[str, list[Item
             "seed": cfg.seed,
             "mode": cfg.mode,
         },
-        "sample": {"limit": cfg.limit, "seed": cfg.seed, "strategy": "seeded random sample of rows" if cfg.limit else "all rows"},
+        "sample": {"limit": cfg.limit, "task_limits": {k: v for k, v in cfg.tasks.items() if v}, "seed": cfg.seed,
+                   "strategy": "seeded random sample of rows" if cfg.limit or any(cfg.tasks.values()) else "all rows"},
         "data": data_provenance(cfg),
         "tasks": {},
     }

@@ -53,6 +53,7 @@ class HFBackend:
         batch_size: int = 8,
         prefix_cache: bool = True,
         label: str | None = None,
+        token_budget: int = 4096,
     ) -> None:
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -61,6 +62,7 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = max(1, batch_size)
         self.prefix_cache = prefix_cache
+        self.token_budget = token_budget
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
@@ -91,8 +93,7 @@ class HFBackend:
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(requests)
         # Requests of one batch must share sampling settings; group by them, then by length.
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in self._token_batches(order, [len(e) for e in encoded]):
             groups: dict[tuple, list[int]] = {}
             for i in batch:
                 r = requests[i]
@@ -102,6 +103,24 @@ class HFBackend:
                 for i, text in zip(members, texts):
                     replies[i] = text
         return replies
+
+    def _token_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive (length-sorted) batches of at most batch_size rows and token_budget padded tokens.
+
+        Long prompts (CTI-TAA reports run to 7k tokens) go alone: a padded batch of them costs more in
+        attention-mask memory on the CPU than it saves.
+        """
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            width = max([lengths[j] for j in current] + [lengths[i]])
+            if current and (len(current) >= self.batch_size or width * (len(current) + 1) > self.token_budget):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
 
     def _generate_batch(self, prompts: list[list[int]], max_tokens: int, temperature: float,
                         stop: tuple[str, ...], seed: int) -> list[str]:

