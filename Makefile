@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# A CTI-Bench sample of every task (TAA/ATE prompts are 2-7k tokens: fewer of them on a CPU).
+DEMO_TASKS ?= cti-mcq,cti-rcm,cti-rcm-2021,cti-vsp,cti-ate:5,cti-taa:3
 demo: $(STAMP)
-	$(PY) -m cybersecqwen eval --model embedded --tasks all --limit 20 --out runs/demo
+	$(PY) -m cybersecqwen eval --model embedded --tasks $(DEMO_TASKS) --limit 20 --mode logprob \
+		--max-tokens 256 --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

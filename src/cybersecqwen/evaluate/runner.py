@@ -24,6 +24,7 @@ from cybersecqwen.evaluate import responses as responses_file
 from cybersecqwen.evaluate.scoring import Response, score_task, trial_summary
 from cybersecqwen.io import write_json
 from cybersecqwen.models import ChoiceRequest, GenerationRequest, load_backend
+from cybersecqwen.models.base import BASE_MODEL_HINT
 from cybersecqwen.tasks import RULE_SETS, Item, Task, get_task, parse_task_list
 from cybersecqwen.tasks.base import protocol_settings
 
@@ -158,6 +159,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         t.name: [(item, trial) for item in samples[t.name] for trial in range(trials) if (item.index, trial) not in saved.get(t.name, {})]
         for t in tasks
     }
+    # Few-shot exemplars for base models come from the rows the protocol keeps.
+    pool = {t.name: [i for i in loaded[t.name] if i.index not in t.skipped_indexes(cfg.protocol)] for t in tasks}
     backend = None
     timings: dict[str, float] = {}
     if any(pending.values()):
@@ -178,7 +181,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 todo.sort(key=lambda pair: len(pair[0].prompt))
                 for start in range(0, len(todo), CHUNK):
                     chunk = todo[start : start + CHUNK]
-                    records = _ask(backend, task, chunk, mode, cfg, temperature, max_tokens)
+                    records = _ask(backend, task, chunk, mode, cfg, temperature, max_tokens, pool[task.name])
                     responses_file.append(handle, records)
                     for record in records:
                         saved.setdefault(task.name, {})[(record["index"], record["trial"])] = Response(
@@ -196,9 +199,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def _ask(backend, task: Task, chunk: list[tuple[Item, int]], mode: str, cfg: EvalConfig, temperature: float,
-         max_tokens: int) -> list[dict[str, Any]]:
+         max_tokens: int, pool: list[Item]) -> list[dict[str, Any]]:
+    base = not backend.is_instruct
+    if base and cfg.protocol != "cisco":
+        raise CybersecqwenError(f"{backend.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
+
+    def prompt(item: Item, trial: int) -> str | None:
+        return task.few_shot_prompt(item, pool, trial, cfg.seed) if base else None
+
     if mode == "logprob":
-        requests = [ChoiceRequest(task.messages(item, cfg.protocol), task.choices, task.choice_prefix(cfg.protocol)) for item, _ in chunk]
+        # A base model continues its examples: "\nAnswer: B" (the letter after a space).
+        prefix, choices = ("\nAnswer:", tuple(" " + c for c in task.choices)) if base else (task.choice_prefix(cfg.protocol), task.choices)
+        requests = [ChoiceRequest(task.messages(item, cfg.protocol), choices, prefix, prompt(item, trial)) for item, trial in chunk]
         scores = backend.score_choices(requests)
         records = []
         for (item, trial), row in zip(chunk, scores):
@@ -206,8 +218,10 @@ def _ask(backend, task: Task, chunk: list[tuple[Item, int]], mode: str, cfg: Eva
             records.append({"task": task.name, "index": item.index, "trial": trial, "choice": task.choices[best],
                             "logprobs": [round(x, 6) for x in row]})
         return records
+    # A base model would go on to invent the next example: stop at the blank line that would start it.
+    stop = ("\n\n",) if base else ()
     requests = [
-        GenerationRequest(task.messages(item, cfg.protocol), max_tokens, temperature, (), cfg.seed + trial)
+        GenerationRequest(task.messages(item, cfg.protocol), max_tokens, temperature, stop, cfg.seed + trial, prompt(item, trial))
         for item, trial in chunk
     ]
     replies = backend.generate(requests)

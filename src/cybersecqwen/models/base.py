@@ -15,6 +15,7 @@ class GenerationRequest:
     temperature: float = 0.0  # 0 means greedy
     stop: tuple[str, ...] = ()
     seed: int = 42
+    prompt: str | None = None  # raw text for base models (few-shot); replaces the chat-formatted messages
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ChoiceRequest:
     messages: Messages
     choices: tuple[str, ...]
     prefix: str = ""
+    prompt: str | None = None  # raw text for base models, as in GenerationRequest
 
 
 @dataclass
@@ -33,8 +35,12 @@ class BackendInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+BASE_MODEL_HINT = "use --protocol cisco, which prompts base models 5-shot as Cisco's FAITH does"
+
+
 class Backend(Protocol):
     info: BackendInfo
+    is_instruct: bool  # has a chat template; base models get raw few-shot prompts
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """One reply per request, in order; stop strings are cut from the reply."""

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
+from cybersecqwen.models.base import BASE_MODEL_HINT, BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class HFBackend:
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise CybersecqwenError(f"cannot load the model in {path}: {exc}") from None
-        if self.tokenizer.chat_template is None:
-            raise CybersecqwenError(f"{path} has no chat template; an instruct model is needed")
+        self.is_instruct = self.tokenizer.chat_template is not None
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._prefix: tuple[tuple[int, ...], DynamicCache | None] = ((), None)
         self.info = BackendInfo("hf", label or str(path), {"device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
@@ -82,14 +81,21 @@ class HFBackend:
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def encode(self, text: str) -> list[int]:
-        # The chat template already holds any BOS the model wants.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def encode(self, text: str, raw: bool = False) -> list[int]:
+        # The chat template already holds any BOS the model wants; a raw base-model prompt gets the tokenizer's.
+        return self.tokenizer(text, add_special_tokens=raw)["input_ids"]
+
+    def request_ids(self, messages: list[dict[str, str]], prompt: str | None, suffix: str = "") -> list[int]:
+        if prompt is not None:
+            return self.encode(prompt + suffix, raw=True)
+        if not self.is_instruct:
+            raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
+        return self.encode(self.prompt_text(messages) + suffix)
 
     # --- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        encoded = [self.encode(self.prompt_text(r.messages)) for r in requests]
+        encoded = [self.request_ids(r.messages, r.prompt) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(requests)
         # Requests of one batch must share sampling settings; group by them, then by length.
@@ -152,8 +158,7 @@ class HFBackend:
         contexts: list[list[int]] = []
         targets: list[list[list[int]]] = []
         for request in requests:
-            text = self.prompt_text(request.messages) + request.prefix
-            sequences = [self.encode(text + choice) for choice in request.choices]
+            sequences = [self.request_ids(request.messages, request.prompt, request.prefix + choice) for choice in request.choices]
             shared = sequences[0]
             for seq in sequences[1:]:
                 shared = shared[: common_prefix_length(shared, seq)]

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
+from cybersecqwen.models.base import BASE_MODEL_HINT, BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,10 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as exc:
             raise CybersecqwenError(f"llama.cpp cannot load {path}: {exc}") from None
         template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise CybersecqwenError(f"{path} has no tokenizer.chat_template; an instruct model is needed")
+        self.is_instruct = bool(template)
         eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")
         bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace") if self.llm.token_bos() >= 0 else ""
-        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos) if template else None
         self.info = BackendInfo("llamacpp", label or str(path), {"n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count()})
 
     def close(self) -> None:
@@ -64,10 +63,18 @@ class LlamaCppBackend:
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def request_ids(self, messages: list[dict[str, str]], prompt: str | None, suffix: str = "") -> list[int]:
+        if prompt is not None:
+            # Raw base-model text: special-token spellings in it are data, not control tokens.
+            return self.llm.tokenize((prompt + suffix).encode("utf-8"), add_bos=True, special=False)
+        if self.formatter is None:
+            raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
+        return self.encode(self.prompt_text(messages) + suffix)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         replies = []
         for request in requests:
-            tokens = self.encode(self.prompt_text(request.messages))
+            tokens = self.request_ids(request.messages, request.prompt)
             result = self.llm.create_completion(
                 prompt=tokens,
                 max_tokens=request.max_tokens,
@@ -83,8 +90,7 @@ class LlamaCppBackend:
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         out = []
         for request in requests:
-            text = self.prompt_text(request.messages) + request.prefix
-            sequences = [self.encode(text + choice) for choice in request.choices]
+            sequences = [self.request_ids(request.messages, request.prompt, request.prefix + choice) for choice in request.choices]
             shared = sequences[0]
             for seq in sequences[1:]:
                 shared = shared[: common_prefix_length(shared, seq)]

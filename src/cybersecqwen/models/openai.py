@@ -28,6 +28,8 @@ class OpenAIBackend:
         self.model = model or os.environ.get("CYBERSECQWEN_OPENAI_MODEL") or self._first_model(base_url)
         self.concurrency = max(1, concurrency)
         self.info = BackendInfo("openai", f"{base_url}#{self.model}", {"concurrency": self.concurrency})
+        # A server may host either kind; chat endpoints imply instruct, raw prompts use /completions.
+        self.is_instruct = True
 
     def _first_model(self, base_url: str) -> str:
         try:
@@ -42,6 +44,14 @@ class OpenAIBackend:
         self.client.close()
 
     def _complete(self, request: GenerationRequest) -> str:
+        if request.prompt is not None:
+            try:
+                completion = self.client.completions.create(
+                    model=self.model, prompt=request.prompt, max_tokens=request.max_tokens, temperature=request.temperature,
+                    top_p=1.0, stop=list(request.stop) or None, seed=request.seed)
+            except self._openai.OpenAIError as exc:
+                raise CybersecqwenError(f"server {self.info.model} failed: {exc}") from None
+            return cut_at_stop(completion.choices[0].text or "", request.stop)
         try:
             response = self.client.chat.completions.create(
                 model=self.model,
@@ -61,9 +71,9 @@ class OpenAIBackend:
             return list(pool.map(self._complete, requests))
 
     def _score(self, request: ChoiceRequest) -> list[float]:
-        if request.prefix:
+        if request.prefix or request.prompt is not None:
             raise CybersecqwenError(
-                "choice scoring after an assistant prefix (the cisco MCQ prompt) needs a local backend; "
+                "choice scoring after an assistant prefix (the cisco MCQ prompt) or of a raw base-model prompt needs a local backend; "
                 "use --mode generate with an openai: model"
             )
         try:

@@ -10,6 +10,7 @@ any task-specific code in the evaluator.
 from __future__ import annotations
 
 import csv
+import random
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -128,6 +129,28 @@ class Task(ABC):
 
     def cisco_prompt(self, item: Item) -> str:
         raise CybersecqwenError(f"task {self.name} has no cisco prompt")
+
+    # --- base (pretrained) models: Cisco prompts them 5-shot, exemplars drawn from the benchmark itself ----
+    base_instruction: str | None = None
+    base_shots = 5
+
+    def base_question(self, item: Item) -> str:
+        raise CybersecqwenError(f"task {self.name} has no few-shot prompt for base models")
+
+    def base_answer(self, item: Item) -> str:
+        raise CybersecqwenError(f"task {self.name} has no few-shot prompt for base models")
+
+    def few_shot_prompt(self, item: Item, pool: list[Item], trial: int, seed: int) -> str:
+        """FAITH's base-model prompt: instruction, k solved examples, the question; examples resampled per trial."""
+        if self.base_instruction is None:
+            raise CybersecqwenError(
+                f"task {self.name} has no few-shot prompt for base models; evaluate an instruct model on it"
+            )
+        rng = random.Random(f"{seed}:{trial}:{item.index}")
+        candidates = [other for other in pool if other.index != item.index]
+        examples = rng.sample(candidates, min(self.base_shots, len(candidates)))
+        blocks = [self.base_instruction] + [f"{self.base_question(e)}\n{self.base_answer(e)}" for e in examples]
+        return "\n\n".join(blocks + [self.base_question(item)])
 
     def choice_prefix(self, protocol: str) -> str:
         """Text the assistant turn starts with before the scored choice (`--mode logprob`)."""

@@ -83,13 +83,21 @@ class MCQ(Task):
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
 
-    def cisco_prompt(self, item: Item) -> str:
+    base_instruction = "The following are multiple choice questions about computer security."
+
+    def base_question(self, item: Item) -> str:
+        """FAITH's question block: the question, a blank line, then "A. .." to "D. .."."""
         options = []
         for letter in LETTERS:
             text = item.fields[f"Option {letter}"]
             options.append(f"{letter}. {'None' if text in PANDAS_NA_STRINGS else text}")
-        question = item.fields["Question"].strip() + "\n\n" + "\n".join(options)
-        return CISCO_INSTRUCTION + "\n\n" + question
+        return item.fields["Question"].strip() + "\n\n" + "\n".join(options)
+
+    def base_answer(self, item: Item) -> str:
+        return f"Answer: {item.gold}"
+
+    def cisco_prompt(self, item: Item) -> str:
+        return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
 
     def choice_prefix(self, protocol: str) -> str:
         # Cisco's prompt asks for "Answer: X"; score the letter where the model would write it.

@@ -67,6 +67,14 @@ class RCM(Task):
     def skipped_indexes(self, protocol: str) -> frozenset[int]:
         return CISCO_DUPLICATE_ROWS if protocol == "cisco" and self.name == "cti-rcm" else frozenset()
 
+    base_instruction = "The following is a CVE description. Map it to the appropriate CWE ID."
+
+    def base_question(self, item: Item) -> str:
+        return self.cisco_prompt(item).removeprefix(CISCO_INSTRUCTION + "\n\n")
+
+    def base_answer(self, item: Item) -> str:
+        return f"Answer: {item.gold}"
+
     def cisco_prompt(self, item: Item) -> str:
         description = item.fields["Description"].strip()
         if self.name == "cti-rcm" and item.index == 391:

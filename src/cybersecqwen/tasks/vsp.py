@@ -63,8 +63,16 @@ class VSP(Task):
     def skipped_indexes(self, protocol: str) -> frozenset[int]:
         return frozenset(CISCO_DUPLICATE_ROWS) if protocol == "cisco" else frozenset()
 
+    base_instruction = CISCO_INSTRUCTION  # FAITH uses the same instruction for base and chat models
+
+    def base_question(self, item: Item) -> str:
+        return "CVE Description: " + item.fields["Description"]
+
+    def base_answer(self, item: Item) -> str:
+        return item.gold
+
     def cisco_prompt(self, item: Item) -> str:
-        return CISCO_INSTRUCTION + "\n\nCVE Description: " + item.fields["Description"]
+        return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
 
     def extract(self, response: str, rules: str) -> Answer:
         if rules == "ctibench":
