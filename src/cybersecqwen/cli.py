@@ -85,20 +85,27 @@ def compare_command(
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    references = result.get("references", [])
+    same = [r for r in references if r["protocol"] == result["protocol"]]
     table = Table(title=f"B - A · protocol {result['protocol']} · A={result['model_a']} · B={result['model_b']}")
-    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p"):
+    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p", *(r["model"] for r in same)):
         table.add_column(column)
     for name, entry in result["tasks"].items():
         metric = entry["metric"]
         ci = entry["ci95"]
         scale = 1 if metric.endswith("mad") else 100
+        published = [fmt(float(r["scores"][name]), metric) if name in r["scores"] else "" for r in same]
         table.add_row(name, metric, str(entry["n_shared_items"]), fmt(entry["a"], metric), fmt(entry["b"], metric),
                       f"{scale * (entry['difference_b_minus_a'] or 0):+.2f}{'' if scale == 1 else ' pts'}",
-                      f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}")
-    Console().print(table)
-    for reference in result.get("references", []):
+                      f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}",
+                      *published)
+    # Piped output gets a wide console: a table squeezed to 80 columns is unreadable in logs.
+    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    for reference in same:
+        print(f"{reference['model']}: {reference.get('source', 'no source given')}")
+    for reference in (r for r in references if r["protocol"] != result["protocol"]):
         scores = ", ".join(f"{k} {v}" for k, v in reference["scores"].items())
-        print(f"reference: {reference['model']} ({reference['protocol']}; {reference.get('source', 'no source')}): {scores}")
+        print(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
 
 
 @data_app.command("sources")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -90,5 +89,7 @@ def test_compare_a_run_with_itself_shows_no_difference(run_dirs, tmp_path):
     assert mcq["difference_b_minus_a"] == 0 and mcq["p_value"] == 1.0 and mcq["test"] == "mcnemar-exact"
     assert payload["tasks"]["cti-vsp"]["test"] == "wilcoxon-signed-rank"
     assert payload["references"][0]["scores"]["cti-mcq"] == 0.71
-    table = cli("compare", str(first), str(first))
-    assert table.returncode == 0 and "cti-mcq" in table.stdout
+    table = cli("compare", str(first), str(first), "--references", "configs/references.yaml")
+    assert table.returncode == 0, table.stderr
+    assert "GPT-4" in table.stdout and "71.0%" in table.stdout  # same protocol: a column beside
+    assert "not comparable (protocol cisco" in table.stdout  # Cisco's numbers are kept apart

@@ -25,7 +25,7 @@ from cybersecqwen.evaluate.scoring import Response, score_task, trial_summary
 from cybersecqwen.io import write_json
 from cybersecqwen.models import ChoiceRequest, GenerationRequest, load_backend
 from cybersecqwen.models.base import BASE_MODEL_HINT
-from cybersecqwen.tasks import RULE_SETS, Item, Task, get_task, parse_task_list
+from cybersecqwen.tasks import RULE_SETS, Item, Task, get_task
 from cybersecqwen.tasks.base import protocol_settings
 
 log = logging.getLogger(__name__)

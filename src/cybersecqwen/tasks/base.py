@@ -15,6 +15,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections import Counter
 from typing import Any, Mapping
 
 from cybersecqwen import sources
@@ -192,3 +193,45 @@ def ratio(numerator: Any, denominator: Any) -> Any:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return out if out.ndim else float(out)
+
+
+class AccuracyTask(Task):
+    """A task with one gold answer per item scored by exact match (CTI-MCQ, CTI-RCM)."""
+
+    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
+        correct = float(answer.value == item.gold)
+        return {
+            "n": 1.0,
+            "valid": float(answer.valid),
+            "correct": correct,
+            "correct_proper": correct if answer.kind == "proper" else 0.0,
+        }
+
+    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+        return accuracy_metrics(totals, rules)
+
+    def paired_value(self, stats: Mapping[str, float]) -> float:
+        return stats["correct"]
+
+    def trivial_answer(self, items: list[Item]) -> Answer:
+        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
+
+    def official_metric_names(self, rules: str) -> list[str]:
+        return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]
+
+
+def accuracy_metrics(totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
+    """Accuracy under each rule set's denominator.
+
+    ctibench/robust: correct over parseable answers (the release), plus strict over all items.
+    cisco: FAITH's `accuracy` (proper format only) and `lenient_accuracy`, both over all items.
+    """
+    n, valid = totals["n"], totals["valid"]
+    out = {"n": n, "valid": valid, "invalid": n - valid, "parse_failure_rate": ratio(n - valid, n)}
+    if rules == "cisco":
+        out["accuracy"] = ratio(totals["correct_proper"], n)
+        out["lenient_accuracy"] = ratio(totals["correct"], n)
+    else:
+        out["accuracy"] = ratio(totals["correct"], valid)
+        out["strict_accuracy"] = ratio(totals["correct"], n)
+    return out

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
-from typing import Any, Mapping
+from typing import Mapping
 
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
 from cybersecqwen.tasks.patterns import AnswerPattern, first_match, is_refusal, strip_markdown
 
 LETTERS = ("A", "B", "C", "D")
@@ -73,7 +72,7 @@ def robust_letter(response: str) -> str | None:
     return lone.pop() if len(lone) == 1 else None
 
 
-class MCQ(Task):
+class MCQ(AccuracyTask):
     name = "cti-mcq"
     file_name = "cti-mcq.tsv"
     columns = ("URL", "Question", "Option A", "Option B", "Option C", "Option D", "Prompt", "GT")
@@ -114,41 +113,3 @@ class MCQ(Task):
         if is_refusal(response):
             return Answer("X", "improper")
         return INVALID
-
-    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
-        correct = float(answer.value == item.gold)
-        return {
-            "n": 1.0,
-            "valid": float(answer.valid),
-            "correct": correct,
-            "correct_proper": correct if answer.kind == "proper" else 0.0,
-        }
-
-    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
-        return accuracy_metrics(totals, rules)
-
-    def paired_value(self, stats: Mapping[str, float]) -> float:
-        return stats["correct"]
-
-    def trivial_answer(self, items: list[Item]) -> Answer:
-        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
-
-    def official_metric_names(self, rules: str) -> list[str]:
-        return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]
-
-
-def accuracy_metrics(totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
-    """Accuracy under each rule set's denominator.
-
-    ctibench/robust: correct over parseable answers (the release), plus strict over all items.
-    cisco: FAITH's `accuracy` (proper format only) and `lenient_accuracy`, both over all items.
-    """
-    n, valid = totals["n"], totals["valid"]
-    out = {"n": n, "valid": valid, "invalid": n - valid, "parse_failure_rate": ratio(n - valid, n)}
-    if rules == "cisco":
-        out["accuracy"] = ratio(totals["correct_proper"], n)
-        out["lenient_accuracy"] = ratio(totals["correct"], n)
-    else:
-        out["accuracy"] = ratio(totals["correct"], valid)
-        out["strict_accuracy"] = ratio(totals["correct"], n)
-    return out

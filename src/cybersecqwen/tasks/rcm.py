@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Mapping
+from typing import Mapping
 
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task
-from cybersecqwen.tasks.mcq import accuracy_metrics
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
 from cybersecqwen.tasks.patterns import (
     AnswerPattern,
     first_match,
@@ -52,7 +51,7 @@ def robust_cwe_ids(response: str) -> list[str]:
     return list(dict.fromkeys(ranked))
 
 
-class RCM(Task):
+class RCM(AccuracyTask):
     file_name = "cti-rcm.tsv"
     columns = ("URL", "Description", "Prompt", "GT")
     primary_metric = "accuracy"
@@ -94,24 +93,3 @@ class RCM(Task):
             return Answer(value.replace("‑", "-"), kind) if value is not None else INVALID
         ranked = robust_cwe_ids(response)
         return Answer(ranked[0], "proper") if ranked else INVALID
-
-    def stats(self, item: Item, answer: Answer) -> dict[str, float]:
-        correct = float(answer.value is not None and answer.value == item.gold)
-        return {
-            "n": 1.0,
-            "valid": float(answer.valid),
-            "correct": correct,
-            "correct_proper": correct if answer.kind == "proper" else 0.0,
-        }
-
-    def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
-        return accuracy_metrics(totals, rules)
-
-    def paired_value(self, stats: Mapping[str, float]) -> float:
-        return stats["correct"]
-
-    def trivial_answer(self, items: list[Item]) -> Answer:
-        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")
-
-    def official_metric_names(self, rules: str) -> list[str]:
-        return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
