@@ -19,6 +19,20 @@ ROBUST_TECHNIQUE_ID = re.compile(r"(?i)\b(T\d{4})(?:\.\d{3})?\b")
 ANSWER_LINE = re.compile(r"(?im)^\W*(?:final\s+)?answer\s*:(.*)$")
 
 
+CTIBENCH_INSTRUCTION = (
+    "Extract all MITRE {platform} attack patterns from the following text and map them to their corresponding "
+    "MITRE technique IDs. Provide reasoning for each identification. Ensure the final line contains only the IDs "
+    "for the main techniques, separated by commas, excluding any subtechnique IDs. MITRE {platform} IDs are given "
+    "below as reference.  **Text:** "
+)
+
+
+def technique_list(techniques: list[tuple[str, str]], platform: str = "Enterprise") -> str:
+    """The release's reference block: "**List of All MITRE <platform> technique IDs** ID    : Name T1548 : ..."."""
+    rows = " ".join(f"{technique_id} : {name}" for technique_id, name in techniques)
+    return f"  **List of All MITRE {platform} technique IDs** ID    : Name {rows}     "
+
+
 def technique_ids(text: str, pattern: re.Pattern[str] = TECHNIQUE_ID) -> tuple[str, ...]:
     return tuple(dict.fromkeys(match.upper() for match in pattern.findall(text)))
 
@@ -32,6 +46,10 @@ class ATE(Task):
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], frozenset(technique_ids(row["GT"])), dict(row))
+
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        """Needs fields Platform, Description and TechniqueList (see technique_list: built from ATT&CK)."""
+        return CTIBENCH_INSTRUCTION.format(platform=fields["Platform"]) + fields["Description"] + fields["TechniqueList"]
 
     def extract(self, response: str, rules: str) -> Answer:
         if rules == "robust":

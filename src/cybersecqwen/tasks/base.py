@@ -131,6 +131,14 @@ class Task(ABC):
     def cisco_prompt(self, item: Item) -> str:
         raise CybersecqwenError(f"task {self.name} has no cisco prompt")
 
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        """The benchmark's Prompt column, rebuilt from an item's fields.
+
+        The corpus builder and the server format new inputs with this, so a model trains and serves on the
+        text it is evaluated on (a test checks it against every row of the real files).
+        """
+        raise CybersecqwenError(f"task {self.name} cannot build prompts for new inputs")
+
     # --- base (pretrained) models: Cisco prompts them 5-shot, exemplars drawn from the benchmark itself ----
     base_instruction: str | None = None
     base_shots = 5

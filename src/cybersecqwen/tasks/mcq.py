@@ -10,6 +10,17 @@ from cybersecqwen.tasks.patterns import AnswerPattern, first_match, is_refusal, 
 
 LETTERS = ("A", "B", "C", "D")
 
+# The CTI-Bench release's prompt around the question and options (Prompt column).
+CTIBENCH_HEAD = (
+    "You are given a multiple-choice question (MCQ) from a Cyber Threat Intelligence (CTI) knowledge benchmark "
+    "dataset. Your task is to choose the best option among the four provided. Return your answer as a single "
+    "uppercase letter: A, B, C, or D.  "
+)
+CTIBENCH_TAIL = (
+    "  **Important:** The last line of your answer should contain only the single letter corresponding to the "
+    "best option, with no additional text. "
+)
+
 # FAITH's chat MCQ instruction for four options (its mcqa-template, rendered for A-D).
 CISCO_INSTRUCTION = (
     "Given the following question and four candidate answers (A, B, C and D), choose the best answer. "
@@ -94,6 +105,10 @@ class MCQ(AccuracyTask):
 
     def base_answer(self, item: Item) -> str:
         return f"Answer: {item.gold}"
+
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        options = " ".join(f"{letter}) {fields[f'Option {letter}']}" for letter in LETTERS)
+        return f"{CTIBENCH_HEAD}**Question:** {fields['Question']}  **Options:** {options}{CTIBENCH_TAIL}"
 
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)

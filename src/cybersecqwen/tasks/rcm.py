@@ -74,6 +74,10 @@ class RCM(AccuracyTask):
     def base_answer(self, item: Item) -> str:
         return f"Answer: {item.gold}"
 
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        # The release's prompt is the instruction, two spaces, the description and one trailing space.
+        return f"{CISCO_INSTRUCTION}  CVE Description: {fields['Description']} "
+
     def cisco_prompt(self, item: Item) -> str:
         description = item.fields["Description"].strip()
         if self.name == "cti-rcm" and item.index == 391:

@@ -36,6 +36,15 @@ CUE_LINE = re.compile(r"(?im)^\W*(?:threat\s+actor|answer|attribution|attributed
 CUE_SENTENCE = re.compile(r"(?i)[^.\n]*\b(?:attribut\w*|responsible|behind|most likely|likely|conclusion)\b[^.\n]*")
 
 
+CTIBENCH_INSTRUCTION = (
+    "You are given a threat report that describes a cyber incident. Any direct mentions of the threat actor group, "
+    "specific campaign names, or malware names responsible have been replaced with [PLACEHOLDER]. Your task is to "
+    "analyze the report and attribute the incident to a known threat actor based on the techniques, tactics, "
+    "procedures (TTPs), and any other relevant information described. Please provide the name of the threat actor "
+    "you believe is responsible and briefly explain your reasoning.  Threat Report: "
+)
+
+
 def symmetric(graph: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
     """The notebook's normalisation: lower/strip every name, and add each edge in both directions."""
     out = {k.strip().lower(): [v.strip().lower() for v in values] for k, values in graph.items()}
@@ -148,6 +157,9 @@ class TAA(Task):
         self.graph = ActorGraph(*(self._json(data_dir, download, f) for f in ("taa-alias-dict.json", "taa-related-dict.json")))
         self.gazetteer = Gazetteer(self.graph.names() | set(self._extra_names(data_dir, download)))
         return [Item(i, row["Prompt"], gold["GT"].strip(), dict(row)) for i, (row, gold) in enumerate(zip(rows, gold_rows))]
+
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        return CTIBENCH_INSTRUCTION + fields["Text"]
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:  # load() is overridden
         raise NotImplementedError

@@ -27,6 +27,19 @@ Valid options for each metric are as follows:
 Provide your answer as a CVSS v3.1 vector string. Ensure your final answer contains only the CVSS v3 Vector String in the following example format:
 CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"""
 
+CTIBENCH_INSTRUCTION = (
+    "Analyze the following CVE description and calculate the CVSS v3.1 Base Score. Determine the values for each "
+    "base metric: AV, AC, PR, UI, S, C, I, and A. Summarize each metric's value and provide the final CVSS v3.1 "
+    "vector string.   Valid options for each metric are as follows: - **Attack Vector (AV)**: Network (N), "
+    "Adjacent (A), Local (L), Physical (P) - **Attack Complexity (AC)**: Low (L), High (H) - **Privileges "
+    "Required (PR)**: None (N), Low (L), High (H) - **User Interaction (UI)**: None (N), Required (R) - **Scope "
+    "(S)**: Unchanged (U), Changed (C) - **Confidentiality (C)**: None (N), Low (L), High (H) - **Integrity "
+    "(I)**: None (N), Low (L), High (H) - **Availability (A)**: None (N), Low (L), High (H)  Summarize each "
+    "metric's value and provide the final CVSS v3.1 vector string. Ensure the final line of your response "
+    "contains only the CVSS v3 Vector String in the following format:  Example format: "
+    "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H  CVE Description: "
+)
+
 CISCO_PATTERNS = [
     AnswerPattern(r"(?i)(cvss:3\.\d(?:/\w+:\w+)+)\b", "proper", "unique", lambda x: x.strip().upper()),
     AnswerPattern(r"(?i)((?:/\w+:\w+){2,})\b", "improper", "unique", lambda x: "CVSS:3.0" + x.strip().upper()),
@@ -70,6 +83,9 @@ class VSP(Task):
 
     def base_answer(self, item: Item) -> str:
         return item.gold
+
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        return f"{CTIBENCH_INSTRUCTION}{fields['Description']} "
 
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
