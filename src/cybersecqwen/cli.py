@@ -108,6 +108,29 @@ def compare_command(
         print(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
 
 
+@data_app.command("audit")
+def data_audit(
+    file: Path = typer.Argument(..., help="A training file: JSONL of chat messages, prompt/response pairs or text."),
+    data_dir: Optional[Path] = DataDir,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Overlap of a training file with every CTI-Bench split (13-gram, 5-gram, CVE id, URL)."""
+    from cybersecqwen.corpus.audit import audit_file
+
+    result = audit_file(file, data_dir)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{file}: {result['examples_overlapping_any_split']} of {result['examples']} examples overlap CTI-Bench")
+    for column in ("split", "examples overlapping", "items hit", "share of the split", "by reason"):
+        table.add_column(column)
+    for split, entry in result["splits"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in entry["by_reason"].items())
+        table.add_row(split, str(entry["examples_overlapping"]), f"{entry['items_hit']}/{entry['items_in_split']}",
+                      f"{100 * entry['share_of_split_items']:.1f}%", reasons)
+    Console(width=None if sys.stdout.isatty() else 220).print(table)
+
+
 @data_app.command("sources")
 def data_sources(data_dir: Optional[Path] = DataDir) -> None:
     """List the registered sources, their licenses, and whether each file resolves and is pinned."""

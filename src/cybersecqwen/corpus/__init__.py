@@ -1,0 +1,1 @@
+"""The SFT corpus: source parsers, example builders and decontamination against CTI-Bench."""
