@@ -1,0 +1,66 @@
+"""MITRE CWE catalog XML (schema cwe-7): weaknesses with their relationships, consequences and mapping notes."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cybersecqwen.errors import CybersecqwenError
+
+
+@dataclass(frozen=True)
+class Weakness:
+    cwe_id: str  # "CWE-79"
+    name: str
+    description: str
+    abstraction: str
+    status: str
+    parents: tuple[str, ...] = ()  # ChildOf in the Research view (1000)
+    consequences: tuple[str, ...] = ()  # "Confidentiality: Read Application Data"
+    observed_cves: tuple[str, ...] = ()
+    mapping_usage: str = ""  # Allowed, Allowed-with-Review, Discouraged, Prohibited
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def _text(element: ET.Element | None) -> str:
+    return re.sub(r"\s+", " ", "".join(element.itertext())).strip() if element is not None else ""
+
+
+def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
+    weaknesses: dict[str, Weakness] = {}
+    try:
+        for _, element in ET.iterparse(path, events=("end",)):
+            if not element.tag.endswith("}Weakness"):
+                continue
+            cwe_id = f"CWE-{element.get('ID')}"
+            parents = tuple(
+                f"CWE-{r.get('CWE_ID')}" for r in element.iterfind("{*}Related_Weaknesses/{*}Related_Weakness")
+                if r.get("Nature") == "ChildOf" and r.get("View_ID") == "1000"
+            )
+            consequences = []
+            for consequence in element.iterfind("{*}Common_Consequences/{*}Consequence"):
+                scopes = [_text(s) for s in consequence.iterfind("{*}Scope")]
+                impacts = [_text(i) for i in consequence.iterfind("{*}Impact")]
+                if scopes and impacts:
+                    consequences.append(f"{'/'.join(scopes)}: {'; '.join(impacts)}")
+            observed = tuple(_text(r) for r in element.iterfind("{*}Observed_Examples/{*}Observed_Example/{*}Reference"))
+            weaknesses[cwe_id] = Weakness(
+                cwe_id=cwe_id,
+                name=element.get("Name", ""),
+                description=_text(element.find("{*}Description")),
+                abstraction=element.get("Abstraction", ""),
+                status=element.get("Status", ""),
+                parents=parents,
+                consequences=tuple(consequences),
+                observed_cves=observed,
+                mapping_usage=_text(element.find("{*}Mapping_Notes/{*}Usage")),
+            )
+            element.clear()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise CybersecqwenError(f"{path} is malformed XML at line {line} column {column}: {exc}") from None
+    if not weaknesses:
+        raise CybersecqwenError(f"{path} holds no CWE Weakness elements; is it the CWE catalog XML?")
+    return weaknesses
