@@ -72,8 +72,8 @@ def fixture_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ["n1", "Local DoS.", "Score: Local DoS.", "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H"],
     ])
     write_tsv(bench / "cti-ate.tsv", ["URL", "Platform", "Description", "Prompt", "GT"], [
-        ["s0", "Enterprise", "Uses HTTP for C2 and deletes logs.", "Extract: Uses HTTP for C2 and deletes logs.", "T1071, T1070"],
-        ["s1", "Enterprise", "Lists files.", "Extract: Lists files.", "T1083"],
+        ["https://attack.mitre.org/software/S0066/", "Enterprise", "Uses HTTP for C2 and deletes logs.", "Extract: Uses HTTP for C2 and deletes logs.", "T1071, T1070"],
+        ["https://attack.mitre.org/software/S0001/", "Enterprise", "Lists files.", "Extract: Lists files.", "T1083"],
     ])
     write_tsv(bench / "cti-taa.tsv", ["URL", "Text", "Prompt"], [
         ["r0", "[PLACEHOLDER] used spearphishing.", "Attribute: [PLACEHOLDER] used spearphishing."],

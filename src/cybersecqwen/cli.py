@@ -108,6 +108,34 @@ def compare_command(
         print(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
 
 
+@data_app.command("build")
+def data_build(
+    recipe: Path = typer.Option(..., "--recipe", help="Recipe YAML (its data section decides sources, mix, limits)."),
+    out: Path = typer.Option(..., "--out", help="New folder for train.jsonl, val.jsonl, manifest.json, datacard.md/png."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Build the SFT corpus from the open sources, deduplicated and decontaminated against CTI-Bench."""
+    from cybersecqwen.config import load_recipe
+    from cybersecqwen.corpus.build import build_corpus
+
+    manifest = build_corpus(load_recipe(recipe), out, data_dir, download)
+    counts = manifest["counts"]
+    print(f"{out}: {counts['train']['total']} train / {counts['val']['total']} val examples; "
+          f"{manifest['tokens'].get('total', 0)} tokens; see {out}/datacard.md")
+
+
+@data_app.command("stats")
+def data_stats(corpus: Path = typer.Argument(..., help="A folder made by `data build`.")) -> None:
+    """Summarise a built corpus: counts by task and source, dropped examples, tokens."""
+    manifest_path = corpus / "manifest.json"
+    if not manifest_path.is_file():
+        raise CybersecqwenError(f"{corpus} is not a corpus folder (no manifest.json); build one with `cybersecqwen data build`")
+    from cybersecqwen.corpus.datacard import render_datacard
+
+    print(render_datacard(json.loads(manifest_path.read_text(encoding="utf-8"))))
+
+
 @data_app.command("audit")
 def data_audit(
     file: Path = typer.Argument(..., help="A training file: JSONL of chat messages, prompt/response pairs or text."),

@@ -1,0 +1,77 @@
+"""Recipes: one YAML per experiment, validated by pydantic; an error names the key and the fix.
+
+This module holds the parts the corpus builder reads (model tokenizer, data mix); training, evaluation and
+export sections join as their stages land.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cybersecqwen.errors import CybersecqwenError
+
+CORPUS_TASKS = ("cti-rcm", "cti-vsp", "cti-mcq", "cti-ate", "cti-taa")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Strict):
+    base: str = Field("embedded", description="'embedded', an HF folder, or a hub id (configuration only)")
+    tokenizer: str | None = Field(None, description="folder whose tokenizer measures example length; default: base")
+
+
+class TaskMix(Strict):
+    weight: float = Field(1.0, gt=0, description="share of the mix relative to the other tasks")
+    cap: int | None = Field(None, gt=0, description="at most this many examples of the task")
+
+
+class DataConfig(Strict):
+    tasks: dict[str, TaskMix]
+    sources: list[str]
+    license_allow: list[str]
+    total: int | None = Field(None, gt=0, description="examples in train+val after mixing; None keeps all")
+    val_fraction: float = Field(0.05, ge=0, lt=0.5)
+    max_tokens: int = Field(2048, gt=16, description="drop examples longer than this in the target tokenizer")
+    near_duplicate_threshold: float = Field(0.9, gt=0, le=1, description="MinHash Jaccard above which examples are near-duplicates")
+    seed: int = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def known_tasks(cls, tasks: dict[str, TaskMix]) -> dict[str, TaskMix]:
+        unknown = [t for t in tasks if t not in CORPUS_TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; the corpus builds {', '.join(CORPUS_TASKS)}")
+        if not tasks:
+            raise ValueError("no tasks: name at least one of " + ", ".join(CORPUS_TASKS))
+        return tasks
+
+
+class Recipe(Strict):
+    name: str
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    kind: Literal["recipe"] = "recipe"
+
+
+def load_recipe(path: Path) -> Recipe:
+    if not path.is_file():
+        raise CybersecqwenError(f"recipe {path} does not exist")
+    try:
+        payload = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CybersecqwenError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(payload, dict):
+        raise CybersecqwenError(f"recipe {path} must be a YAML mapping with 'name', 'model' and 'data'")
+    payload.setdefault("kind", "recipe")
+    try:
+        return Recipe.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise CybersecqwenError(f"recipe {path}: {key}: {first['msg']}") from None

@@ -1,0 +1,114 @@
+"""`data build` on hand-written sources: examples in the task formats, decontaminated, reproducible."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from cybersecqwen.config import load_recipe
+from cybersecqwen.corpus.build import build_corpus
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.tasks import get_task
+
+
+@pytest.fixture(autouse=True)
+def _embedded(embedded_available):
+    pass
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(source_mirror, recipe_file, tmp_path):
+    out = tmp_path / "corpus"
+    manifest = build_corpus(load_recipe(recipe_file), out, source_mirror)
+    for name in ("train.jsonl", "val.jsonl", "manifest.json", "datacard.md", "datacard.png"):
+        assert (out / name).is_file(), name
+    examples = read(out / "train.jsonl") + read(out / "val.jsonl")
+    tasks = {e["task"] for e in examples}
+    assert tasks == {"cti-mcq", "cti-rcm", "cti-vsp", "cti-ate", "cti-taa"}
+    rcm = [e for e in examples if e["task"] == "cti-rcm"]
+    sql = next(e for e in rcm if e["source_id"] == "CVE-2023-0001")
+    assert [m["role"] for m in sql["messages"]] == ["system", "user", "assistant"]
+    assert sql["messages"][1]["content"] == get_task("cti-rcm").build_prompt(
+        {"Description": "SQL injection in the login form of Acme Portal 2.1 lets remote attackers read the user database."})
+    assert sql["messages"][2]["content"].endswith("\n\nCWE-89")
+    # The answer parses back under the task's own rules: training and evaluation agree on the format.
+    assert get_task("cti-rcm").extract(sql["messages"][2]["content"], "ctibench").value == "CWE-89"
+    vsp = next(e for e in examples if e["task"] == "cti-vsp" and e["source_id"] == "CVE-2023-0001")
+    assert get_task("cti-vsp").extract(vsp["messages"][2]["content"], "ctibench").value.endswith("AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H")
+    for mcq in (e for e in examples if e["task"] == "cti-mcq"):
+        assert get_task("cti-mcq").extract(mcq["messages"][2]["content"], "ctibench").value in "ABCD"
+    taa = next(e for e in examples if e["task"] == "cti-taa" and e["source"] == "mitre-attack-enterprise")
+    assert "[PLACEHOLDER]" in taa["messages"][1]["content"] and "Fancy Bear" not in taa["messages"][1]["content"]
+    ate = [e for e in examples if e["task"] == "cti-ate"]
+    assert any(e["messages"][2]["content"].endswith("T1059, T1083") for e in ate)  # TRAM, sub-technique folded
+    # The planted CTI-RCM item (a CVE record and a release line copying fixture rows) never reaches the corpus.
+    assert not any("use-after-free in the kernel" in e["messages"][1]["content"] for e in examples)
+    assert not any("Stored XSS in the admin page" in e["messages"][1]["content"] for e in examples)
+    assert manifest["dropped"]["cve-vulnrichment-2022-2023"]["contaminated"] == 2  # RCM and VSP examples of it
+    assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm"] == 1
+    assert manifest["sources"]["mitre-cwe"]["license"] == "MITRE-CWE-terms"
+    # The ATT&CK software page that a CTI-ATE item came from is dropped by its URL even though the text differs.
+    assert not any(e["source_id"].startswith("S0066") for e in ate)
+
+
+def test_rebuild_is_byte_identical(source_mirror, recipe_file, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    build_corpus(load_recipe(recipe_file), first, source_mirror)
+    build_corpus(load_recipe(recipe_file), second, source_mirror)
+    for name in ("train.jsonl", "val.jsonl", "manifest.json", "datacard.md", "datacard.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_license_not_allowed_is_refused(source_mirror, recipe_file, tmp_path):
+    recipe_file.write_text(recipe_file.read_text().replace('MITRE-CWE-terms, ', ''))
+    with pytest.raises(CybersecqwenError, match="mitre-cwe.*MITRE-CWE-terms.*license_allow"):
+        build_corpus(load_recipe(recipe_file), tmp_path / "out", source_mirror)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda root: (root / "mitre-cwe" / "cwec_v4.14.xml").write_text("<Weakness_Catalog><Weaknesses><Weakness ID='1'"), "cwec_v4.14.xml is malformed XML at line 1"),
+    (lambda root: (root / "mitre-capec" / "stix-capec-3.9.json").write_text('{"type": "bundle", "objects": [{"type": '), "stix-capec-3.9.json is malformed JSON at line 1"),
+    (lambda root: (root / "mitre-capec" / "stix-capec-3.9.json").write_text('{"objects": 3}'), "is not a STIX bundle"),
+    (lambda root: gzip.open(root / "mitre-attack-enterprise" / "enterprise-attack-v18.1.json.gz", "wt").close(), "enterprise-attack-v18.1.json.gz is malformed JSON"),
+    (lambda root: (root / "tram-attack-sentences" / "single_label.json").write_text('[{"text": "x"}]'), "entry 0 lacks text/label"),
+])
+def test_malformed_sources_name_the_file_and_position(source_mirror, recipe_file, tmp_path, edit, message):
+    edit(source_mirror)
+    with pytest.raises(CybersecqwenError, match=message.replace(".", r"\.")):
+        build_corpus(load_recipe(recipe_file), tmp_path / "out", source_mirror)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-xyz: {}}}", "data.tasks: Value error, unknown task"),
+    ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {weight: -1}}}", "data.tasks.cti-mcq.weight"),
+    ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {}}, seeds: 3}", "data.seeds: Extra inputs"),
+    ("name: [unclosed", "is not valid YAML"),
+])
+def test_bad_recipes_name_the_key(tmp_path, text, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(CybersecqwenError, match=message):
+        load_recipe(path)
+
+
+@pytest.mark.slow
+def test_real_sources_build_in_sane_ranges_with_zero_benchmark_overlap(mirror, tmp_path):
+    from cybersecqwen.corpus.audit import audit_file
+
+    out = tmp_path / "corpus"
+    manifest = build_corpus(load_recipe(Path("configs/recipes/smollm2-135m-cpu.yaml")), out, mirror)
+    assert 4000 <= manifest["counts"]["train"]["total"] <= 6000
+    assert set(manifest["counts"]["train"]["by_task"]) >= {"cti-mcq", "cti-rcm", "cti-vsp", "cti-taa"}
+    assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm-2021"] > 900
+    assert all(source["pinned"] for source in manifest["sources"].values())
+    for name in ("train.jsonl", "val.jsonl"):
+        result = audit_file(out / name, mirror)
+        assert result["examples_overlapping_any_split"] == 0, result["first_hits"][:3]
