@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 from pathlib import Path
@@ -14,14 +13,18 @@ CWE_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Weaknesses>
 {weaknesses}
 </Weaknesses>
+{categories}
 </Weakness_Catalog>
 """
 WEAKNESS = """<Weakness ID="{id}" Name="{name}" Abstraction="Base" Structure="Simple" Status="Stable">
 <Description>{description}</Description>
 <Related_Weaknesses>{parent}</Related_Weaknesses>
 <Common_Consequences><Consequence><Scope>Integrity</Scope><Impact>Modify Memory</Impact></Consequence></Common_Consequences>
+<Observed_Examples><Observed_Example><Reference>CVE-2099-0001</Reference><Description>{observed}</Description></Observed_Example></Observed_Examples>
 <Mapping_Notes><Usage>Allowed</Usage></Mapping_Notes>
 </Weakness>"""
+CATEGORY = """<Categories><Category ID="1019" Name="Validate Inputs" Status="Draft"><Summary>Weaknesses about input validation.</Summary>
+<Relationships><Has_Member CWE_ID="20" View_ID="1008"/><Has_Member CWE_ID="79" View_ID="1008"/></Relationships></Category></Categories>"""
 CWES = [
     ("20", "Improper Input Validation", "The product does not validate input properly before use.", None),
     ("79", "Improper Neutralization of Input During Web Page Generation", "The product does not neutralize user input placed in web pages.", "20"),
@@ -80,10 +83,10 @@ def attack_bundle() -> dict:
 def source_mirror(fixture_mirror: Path) -> Path:
     root = fixture_mirror
     (root / "mitre-cwe").mkdir()
-    weaknesses = [WEAKNESS.format(id=i, name=n, description=d,
+    weaknesses = [WEAKNESS.format(id=i, name=n, description=d, observed=f"Example product {i} shows this weakness in its parser code path.",
                                   parent=f'<Related_Weakness Nature="ChildOf" CWE_ID="{p}" View_ID="1000" Ordinal="Primary"/>' if p else "")
                   for i, n, d, p in CWES]
-    (root / "mitre-cwe" / "cwec_v4.14.xml").write_text(CWE_XML.format(weaknesses="\n".join(weaknesses)))
+    (root / "mitre-cwe" / "cwec_v4.14.xml").write_text(CWE_XML.format(weaknesses="\n".join(weaknesses), categories=CATEGORY))
     (root / "mitre-capec").mkdir()
     capec = {"type": "bundle", "id": "bundle--c", "objects": [
         stix("attack-pattern", "c1", name="SQL Injection", description="An attacker injects SQL.",
@@ -96,18 +99,22 @@ def source_mirror(fixture_mirror: Path) -> Path:
     with gzip.open(root / "mitre-attack-enterprise" / "enterprise-attack-v18.1.json.gz", "wt") as handle:
         json.dump(attack_bundle(), handle)
     (root / "cve-vulnrichment-2022-2023").mkdir()
-    with (root / "cve-vulnrichment-2022-2023" / "cve-labels-2022-2023.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cve_id", "date_published", "cwe_ids", "cwe_source", "cvss_v3_vector", "cvss_v3_base_score", "cvss_source", "description"])
-        writer.writerow(["CVE-2023-0001", "2023-01-01", "CWE-89", "cna", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "9.8", "cna",
-                         "SQL injection in the login form of Acme Portal 2.1 lets remote attackers read the user database."])
-        writer.writerow(["CVE-2023-0002", "2023-01-02", "CWE-79", "cna", "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", "6.1", "cna",
-                         "Reflected cross-site scripting in the search page of Widget CMS 5 allows injecting script into pages."])
+    records = [
+        ("CVE-2023-0001", ["CWE-89"], "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+         "SQL injection in the login form of Acme Portal 2.1 lets remote attackers read the user database."),
+        ("CVE-2023-0002", ["CWE-79"], "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N/E:P/RL:O/RC:C",
+         "Reflected cross-site scripting in the search page of Widget CMS 5 allows injecting script into pages."),
         # The planted benchmark item: the fixture CTI-RCM row 0, word for word.
-        writer.writerow(["CVE-2023-0003", "2023-01-03", "CWE-416", "cna", "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H", "5.5", "cna",
-                         "A use-after-free in the kernel."])
-        writer.writerow(["CVE-2023-0004", "2023-01-04", "CWE-787;CWE-20", "cna", "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H", "5.5", "cna",
-                         "Two labels: this record teaches no single answer and is skipped."])
+        ("CVE-2023-0003", ["CWE-416"], "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H", "A use-after-free in the kernel."),
+        ("CVE-2023-0004", ["CWE-787", "CWE-20"], "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H",
+         "Two labels: this record teaches no single answer and is skipped."),
+    ]
+    with gzip.open(root / "cve-vulnrichment-2022-2023" / "cve-records-2022-2023.jsonl.gz", "wt") as handle:
+        for cve_id, cwes, vector, text in records:
+            handle.write(json.dumps({"cveMetadata": {"cveId": cve_id}, "containers": {"cna": {
+                "descriptions": [{"lang": "en", "value": text}],
+                "problemTypes": [{"descriptions": [{"cweId": c, "type": "CWE"} for c in cwes]}],
+                "metrics": [{"cvssV3_1": {"vectorString": vector}}]}}}) + "\n")
     (root / "tram-attack-sentences").mkdir()
     (root / "tram-attack-sentences" / "single_label.json").write_text(json.dumps([
         {"text": "The malware runs PowerShell commands.", "label": "T1059.001", "doc_title": "Report A"},

@@ -32,6 +32,7 @@ def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(sour
     tasks = {e["task"] for e in examples}
     assert tasks == {"cti-mcq", "cti-rcm", "cti-vsp", "cti-ate", "cti-taa"}
     rcm = [e for e in examples if e["task"] == "cti-rcm"]
+    assert any(e["source"] == "mitre-cwe" for e in rcm)  # CWE observed examples
     sql = next(e for e in rcm if e["source_id"] == "CVE-2023-0001")
     assert [m["role"] for m in sql["messages"]] == ["system", "user", "assistant"]
     assert sql["messages"][1]["content"] == get_task("cti-rcm").build_prompt(
@@ -57,6 +58,17 @@ def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(sour
     assert not any(e["source_id"].startswith("S0066") for e in ate)
 
 
+def test_cwe_catalog_parts(source_mirror):
+    from cybersecqwen.corpus.sources.cwe import parse_cwe_catalog, parse_cwe_categories
+
+    path = source_mirror / "mitre-cwe" / "cwec_v4.14.xml"
+    weaknesses = parse_cwe_catalog(path)
+    assert weaknesses["CWE-79"].parents == ("CWE-20",) and weaknesses["CWE-79"].mapping_usage == "Allowed"
+    assert weaknesses["CWE-79"].consequences == ("Integrity: Modify Memory",)
+    assert weaknesses["CWE-79"].observed_examples[0][0] == "CVE-2099-0001"
+    assert parse_cwe_categories(path)["CWE-1019"].members == ("CWE-20", "CWE-79")
+
+
 def test_rebuild_is_byte_identical(source_mirror, recipe_file, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     build_corpus(load_recipe(recipe_file), first, source_mirror)
@@ -78,6 +90,8 @@ def test_license_not_allowed_is_refused(source_mirror, recipe_file, tmp_path):
     (lambda root: (root / "mitre-capec" / "stix-capec-3.9.json").write_text('{"objects": 3}'), "is not a STIX bundle"),
     (lambda root: gzip.open(root / "mitre-attack-enterprise" / "enterprise-attack-v18.1.json.gz", "wt").close(), "enterprise-attack-v18.1.json.gz is malformed JSON"),
     (lambda root: (root / "tram-attack-sentences" / "single_label.json").write_text('[{"text": "x"}]'), "entry 0 lacks text/label"),
+    (lambda root: gzip.open(root / "cve-vulnrichment-2022-2023" / "cve-records-2022-2023.jsonl.gz", "at").write('{"cveMetadata": {}}\n'),
+     "line 5 is not a CVE JSON 5 record"),
 ])
 def test_malformed_sources_name_the_file_and_position(source_mirror, recipe_file, tmp_path, edit, message):
     edit(source_mirror)
@@ -97,6 +111,21 @@ def test_bad_recipes_name_the_key(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CybersecqwenError, match=message):
         load_recipe(path)
+
+
+def test_cve_json5_records_agree_with_the_mirror_labels(mirror):
+    import csv
+
+    from cybersecqwen.corpus.sources.cve import parse_cve_records
+
+    folder = mirror / "cve-vulnrichment-2022-2023"
+    records = parse_cve_records(folder / "cve-records-2022-2023.jsonl.gz")
+    labels = {row["cve_id"]: row for row in csv.DictReader((folder / "cve-labels-2022-2023.csv").open(encoding="utf-8"))}
+    assert len(records) == len(labels) == 5913
+    for record in records:
+        row = labels[record.cve_id]
+        assert ";".join(record.cwe_ids) == row["cwe_ids"] and record.cvss_vector == row["cvss_v3_vector"]
+        assert record.description.split() == row["description"].split()
 
 
 @pytest.mark.slow

@@ -72,6 +72,14 @@ def rcm_examples(cves: list[CveRecord], release: list[ReleaseExample], catalog: 
         if len(record.cwe_ids) == 1 and record.cwe_ids[0] in catalog:
             yield make_example("cti-rcm", "cve-vulnrichment-2022-2023", record.cve_id, {"Description": record.description},
                                rcm_answer(catalog[record.cwe_ids[0]]))
+    # CWE's own observed examples: a vulnerability as the catalog describes it, and the weakness it shows.
+    for weakness in sorted(catalog.values(), key=lambda w: int(w.cwe_id[4:])):
+        if weakness.mapping_usage in ("Prohibited", "Discouraged"):
+            continue
+        for reference, description in weakness.observed_examples:
+            if description and len(description.split()) >= 6:
+                yield make_example("cti-rcm", "mitre-cwe", f"{weakness.cwe_id}/{reference}", {"Description": description},
+                                   rcm_answer(weakness))
     for number, example in enumerate(release):
         if example.cwe_id in catalog:
             yield make_example("cti-rcm", "cybersecqwen-release-rcm-2021", f"line-{number + 1}",
@@ -93,8 +101,15 @@ METRIC_NAMES = {
 
 def vsp_answer(vector: str) -> str | None:
     body = vector.split("/", 1)[1] if vector.startswith("CVSS:") else vector
-    metrics = dict(part.split(":", 1) for part in body.split("/"))
-    if set(metrics) != set(METRIC_NAMES) or base_score("CVSS:3.1/" + body) is None:
+    try:
+        metrics = dict(part.split(":", 1) for part in body.split("/"))
+    except ValueError:
+        return None
+    # Temporal and environmental metrics (E:P/RL:O/...) are not part of the task: keep the base eight.
+    if not set(METRIC_NAMES) <= set(metrics):
+        return None
+    body = "/".join(f"{key}:{metrics[key]}" for key in METRIC_NAMES)
+    if base_score("CVSS:3.1/" + body) is None:
         return None
     lines = [f"- {name} ({key}): {values[metrics[key]]} ({metrics[key]})" for key, (name, values) in METRIC_NAMES.items()]
     score = CVSS3("CVSS:3.1/" + body).scores()[0]
@@ -109,6 +124,11 @@ def vsp_examples(cves: list[CveRecord]) -> Iterator[Example]:
 
 
 # --- CTI-MCQ: questions generated from ATT&CK, CWE and CAPEC facts ------------------------------------------
+def pick(rng: random.Random, pool: list, k: int) -> list:
+    """Up to k distinct draws (small catalogs may hold fewer; mcq_example then skips the question)."""
+    return rng.sample(pool, min(k, len(pool)))
+
+
 class LetterBalancer:
     """Places the right answer at A, B, C, D in turn, so no letter is a shortcut."""
 
@@ -154,7 +174,7 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
             tactic = attack.tactics[t.tactics[0]]
             example = mcq_example("mitre-attack-enterprise", t.technique_id,
                                   f"Which MITRE ATT&CK tactic does the technique {t.name} ({t.technique_id}) serve?", tactic,
-                                  rng.sample([n for n in tactic_names if n != tactic], 3),
+                                  pick(rng, [n for n in tactic_names if n != tactic], 3),
                                   f"{t.name} ({t.technique_id}) belongs to the {tactic} tactic.", balancer)
             if example:
                 yield example
@@ -162,7 +182,7 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
             yield from filter(None, [mcq_example(
                 "mitre-attack-enterprise", t.technique_id + "#description",
                 f"Which ATT&CK technique does this describe: \"{first_sentence(t.description)}\"", t.name,
-                rng.sample([n for n in main_names if n != t.name], 3), f"This is {t.name} ({t.technique_id}).", balancer)])
+                pick(rng, [n for n in main_names if n != t.name], 3), f"This is {t.name} ({t.technique_id}).", balancer)])
     mitigated: dict[str, set[str]] = defaultdict(set)
     for mitigation_id, technique_id in attack.mitigates:
         mitigated[technique_id].add(mitigation_id)
@@ -177,7 +197,7 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
         if correct and len(wrong) >= 3:
             example = mcq_example("mitre-attack-enterprise", technique_id + "#mitigation",
                                   f"Which mitigation addresses the ATT&CK technique {technique.name} ({technique_id})?",
-                                  correct, rng.sample(wrong, 3), f"{correct} is a documented mitigation of {technique.name}.", balancer)
+                                  correct, pick(rng, wrong, 3), f"{correct} is a documented mitigation of {technique.name}.", balancer)
             if example:
                 yield example
     used: dict[str, set[str]] = defaultdict(set)
@@ -186,13 +206,29 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
     for actor_id in sorted(used):
         actor = attack.actors.get(actor_id)
         candidates = sorted(t for t in used[actor_id] if t in attack.techniques)
-        if actor is None or actor.kind != "group" or not candidates:
+        if actor is None or not candidates:
             continue
         technique = attack.techniques[rng.choice(candidates)]
         wrong = [t.name for t in techniques if "." not in t.technique_id and t.technique_id not in used[actor_id]]
+        what = "the threat group" if actor.kind == "group" else f"the {actor.kind}"
         example = mcq_example("mitre-attack-enterprise", actor_id + "#technique",
-                              f"Which technique has the threat group {actor.name} been documented using?", technique.name,
-                              rng.sample(wrong, 3), f"ATT&CK documents {actor.name} using {technique.name} ({technique.technique_id}).",
+                              f"Which technique has {what} {actor.name} been documented using?", technique.name,
+                              pick(rng, wrong, 3), f"ATT&CK documents {actor.name} using {technique.name} ({technique.technique_id}).",
+                              balancer)
+        if example:
+            yield example
+    detected: dict[str, set[str]] = defaultdict(set)
+    for strategy_id, technique_id in attack.detects:
+        detected[technique_id].add(strategy_id)
+    for technique_id in sorted(detected):
+        technique = attack.techniques.get(technique_id)
+        if technique is None:
+            continue
+        strategy = attack.detection_strategies[sorted(detected[technique_id])[0]]
+        wrong = [name for d, name in sorted(attack.detection_strategies.items()) if d not in detected[technique_id]]
+        example = mcq_example("mitre-attack-enterprise", technique_id + "#detection",
+                              f"Which detection strategy addresses the ATT&CK technique {technique.name} ({technique_id})?",
+                              strategy, pick(rng, wrong, 3), f"ATT&CK lists \"{strategy}\" as a detection strategy for {technique.name}.",
                               balancer)
         if example:
             yield example
@@ -205,8 +241,18 @@ def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: Lette
             example = mcq_example("mitre-cwe", w.cwe_id + "#description",
                                   f"Which CWE weakness is described as: \"{first_sentence(w.description)}\"",
                                   f"{w.cwe_id}: {w.name}",
-                                  [f"{o.cwe_id}: {o.name}" for o in rng.sample(weaknesses, 4) if o.cwe_id != w.cwe_id],
+                                  [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id != w.cwe_id],
                                   f"The description is that of {w.cwe_id} ({w.name}).", balancer)
+            if example:
+                yield example
+        impacts = sorted({c.split(": ", 1)[1] for c in w.consequences})
+        all_impacts = sorted({c.split(": ", 1)[1] for o in weaknesses for c in o.consequences})
+        if impacts:
+            impact = rng.choice(impacts)
+            example = mcq_example("mitre-cwe", w.cwe_id + "#consequence",
+                                  f"Which is a common consequence of {w.cwe_id} ({w.name})?", impact,
+                                  pick(rng, [i for i in all_impacts if i not in impacts], 3),
+                                  f"CWE lists \"{impact}\" among the consequences of {w.cwe_id}.", balancer)
             if example:
                 yield example
         parents = [cwe[p] for p in w.parents if p in cwe]
@@ -215,7 +261,7 @@ def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: Lette
             example = mcq_example("mitre-cwe", w.cwe_id + "#parent",
                                   f"In the CWE Research view, which weakness is the parent of {w.cwe_id} ({w.name})?",
                                   f"{parent.cwe_id}: {parent.name}",
-                                  [f"{o.cwe_id}: {o.name}" for o in rng.sample(weaknesses, 4) if o.cwe_id not in (parent.cwe_id, w.cwe_id)],
+                                  [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id not in (parent.cwe_id, w.cwe_id)],
                                   f"{w.cwe_id} is a child of {parent.cwe_id} ({parent.name}).", balancer)
             if example:
                 yield example
@@ -232,7 +278,7 @@ def _capec_questions(capec: list[AttackPattern], cwe: dict[str, Weakness], rng: 
         example = mcq_example("mitre-capec", pattern.capec_id,
                               f"The attack pattern {pattern.name} ({pattern.capec_id}) exploits which weakness?",
                               f"{right.cwe_id}: {right.name}",
-                              [f"{w.cwe_id}: {w.name}" for w in rng.sample(weaknesses, 6) if w.cwe_id not in pattern.cwe_ids],
+                              [f"{w.cwe_id}: {w.name}" for w in pick(rng, weaknesses, 6) if w.cwe_id not in pattern.cwe_ids],
                               f"CAPEC lists {right.cwe_id} ({right.name}) as a weakness {pattern.capec_id} exploits.", balancer)
         if example:
             yield example

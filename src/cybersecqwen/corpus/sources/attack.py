@@ -52,6 +52,8 @@ class AttackCatalog:
     actors: dict[str, Actor] = field(default_factory=dict)
     mitigations: dict[str, tuple[str, str]] = field(default_factory=dict)  # M1042 -> (name, description)
     mitigates: list[tuple[str, str]] = field(default_factory=list)  # (M-id, technique id)
+    detection_strategies: dict[str, str] = field(default_factory=dict)  # DET0103 -> name
+    detects: list[tuple[str, str]] = field(default_factory=list)  # (DET-id, technique id)
     procedures: list[Procedure] = field(default_factory=list)
     tactics: dict[str, str] = field(default_factory=dict)  # shortname -> display name
 
@@ -89,6 +91,11 @@ def parse_attack(path: Path) -> AttackCatalog:
             if mitigation_id and mitigation_id.startswith("M"):
                 catalog.mitigations[mitigation_id] = (o.get("name", ""), clean(o.get("description", "")))
                 stix_to_id[o["id"]] = mitigation_id
+        elif kind == "x-mitre-detection-strategy":
+            strategy_id = external_id(o, "mitre-attack")
+            if strategy_id:
+                catalog.detection_strategies[strategy_id] = o.get("name", "")
+                stix_to_id[o["id"]] = strategy_id
         elif kind == "x-mitre-tactic":
             catalog.tactics[o.get("x_mitre_shortname", "")] = o.get("name", "")
     for o in objects:
@@ -101,6 +108,9 @@ def parse_attack(path: Path) -> AttackCatalog:
             catalog.procedures.append(Procedure(source, target, clean(o["description"])))
         elif o.get("relationship_type") == "mitigates" and source.startswith("M"):
             catalog.mitigates.append((source, target))
+        elif o.get("relationship_type") == "detects" and source.startswith("DET"):
+            catalog.detects.append((source, target))
     catalog.procedures.sort(key=lambda p: (p.actor_id, p.technique_id, p.text))
     catalog.mitigates.sort()
+    catalog.detects.sort()
     return catalog

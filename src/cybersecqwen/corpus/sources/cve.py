@@ -1,21 +1,21 @@
-"""CVE records (CVE JSON 5, CISA Vulnrichment selection): description, CWE ids, CVSS v3 vector.
+"""CVE records in CVE JSON 5 (the CISA Vulnrichment selection): description, CWE ids, CVSS v3 vector.
 
-The labels CSV beside the records holds the same fields already chosen (CNA first, else CISA-ADP); the
-parser reads it and checks each row against the CVE id pattern, so a truncated file fails by line.
+Labels come from the CNA container first and from the CISA-ADP container when the CNA gave none, the
+selection rule of the mirror's labels file (a test checks the two agree on every record).
 """
 
 from __future__ import annotations
 
-import csv
+import gzip
+import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cybersecqwen.errors import CybersecqwenError
 
-CVE_ID = re.compile(r"^CVE-\d{4}-\d{4,}$")
-COLUMNS = ("cve_id", "cwe_ids", "cvss_v3_vector", "description")
+CWE_ID = re.compile(r"^CWE-\d+$")
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,48 @@ class CveRecord:
     cvss_vector: str
 
 
-def parse_cve_labels(path: Path) -> list[CveRecord]:
-    csv.field_size_limit(sys.maxsize)
+def _cwe_ids(container: dict[str, Any]) -> tuple[str, ...]:
+    ids = []
+    for problem in container.get("problemTypes", []):
+        for description in problem.get("descriptions", []):
+            cwe = description.get("cweId", "")
+            if CWE_ID.match(cwe) and cwe not in ids:
+                ids.append(cwe)
+    return tuple(ids)
+
+
+def _cvss_vector(container: dict[str, Any]) -> str:
+    for key in ("cvssV3_1", "cvssV3_0"):
+        for metric in container.get("metrics", []):
+            if key in metric and metric[key].get("vectorString"):
+                return metric[key]["vectorString"]
+    return ""
+
+
+def parse_record(record: dict[str, Any]) -> CveRecord:
+    containers = record["containers"]
+    cna = containers["cna"]
+    adp = containers.get("adp", [])
+    description = next(d["value"] for d in cna.get("descriptions", []) if d.get("lang", "").startswith("en"))
+    cwe_ids = _cwe_ids(cna) or next((ids for ids in map(_cwe_ids, adp) if ids), ())
+    vector = _cvss_vector(cna) or next((v for v in map(_cvss_vector, adp) if v), "")
+    # CNA text carries \r\n and runs of spaces; prompts want one line of prose.
+    return CveRecord(record["cveMetadata"]["cveId"], re.sub(r"\s+", " ", description).strip(), cwe_ids, vector)
+
+
+def parse_cve_records(path: Path) -> list[CveRecord]:
     records = []
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise CybersecqwenError(f"{path} lacks column(s) {', '.join(missing)}")
-            for line, row in enumerate(reader, start=2):
-                if not CVE_ID.match(row.get("cve_id") or "") or row.get("description") is None:
-                    raise CybersecqwenError(f"{path} line {line} is malformed (cve_id {row.get('cve_id')!r})")
-                cwe_ids = tuple(c for c in (row["cwe_ids"] or "").split(";") if c.startswith("CWE-"))
-                records.append(CveRecord(row["cve_id"], row["description"].strip(), cwe_ids, (row["cvss_v3_vector"] or "").strip()))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise CybersecqwenError(f"{path} cannot be read as CSV: {exc}") from None
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(parse_record(json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise CybersecqwenError(f"{path} line {line_number} is malformed JSON at column {exc.colno}: {exc.msg}") from None
+                except (KeyError, StopIteration, TypeError, AttributeError):
+                    raise CybersecqwenError(f"{path} line {line_number} is not a CVE JSON 5 record with an English description") from None
+    except (OSError, EOFError) as exc:
+        raise CybersecqwenError(f"{path} cannot be read (truncated gzip?): {exc}") from None
     return records

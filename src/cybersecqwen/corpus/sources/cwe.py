@@ -19,9 +19,33 @@ class Weakness:
     status: str
     parents: tuple[str, ...] = ()  # ChildOf in the Research view (1000)
     consequences: tuple[str, ...] = ()  # "Confidentiality: Read Application Data"
-    observed_cves: tuple[str, ...] = ()
+    observed_examples: tuple[tuple[str, str], ...] = ()  # (CVE id, description of how it shows this weakness)
     mapping_usage: str = ""  # Allowed, Allowed-with-Review, Discouraged, Prohibited
     extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Category:
+    cwe_id: str
+    name: str
+    summary: str
+    members: tuple[str, ...]
+
+
+def parse_cwe_categories(path: Path) -> dict[str, Category]:
+    """Categories group weaknesses by theme; they are never a valid root-cause mapping themselves."""
+    categories = {}
+    try:
+        for _, element in ET.iterparse(path, events=("end",)):
+            if element.tag.endswith("}Category"):
+                members = tuple(f"CWE-{m.get('CWE_ID')}" for m in element.iterfind("{*}Relationships/{*}Has_Member"))
+                cwe_id = f"CWE-{element.get('ID')}"
+                categories[cwe_id] = Category(cwe_id, element.get("Name", ""), _text(element.find("{*}Summary")), members)
+                element.clear()
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise CybersecqwenError(f"{path} is malformed XML at line {line} column {column}: {exc}") from None
+    return categories
 
 
 def _text(element: ET.Element | None) -> str:
@@ -45,7 +69,8 @@ def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
                 impacts = [_text(i) for i in consequence.iterfind("{*}Impact")]
                 if scopes and impacts:
                     consequences.append(f"{'/'.join(scopes)}: {'; '.join(impacts)}")
-            observed = tuple(_text(r) for r in element.iterfind("{*}Observed_Examples/{*}Observed_Example/{*}Reference"))
+            observed = tuple((_text(o.find("{*}Reference")), _text(o.find("{*}Description")))
+                             for o in element.iterfind("{*}Observed_Examples/{*}Observed_Example"))
             weaknesses[cwe_id] = Weakness(
                 cwe_id=cwe_id,
                 name=element.get("Name", ""),
@@ -54,7 +79,7 @@ def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
                 status=element.get("Status", ""),
                 parents=parents,
                 consequences=tuple(consequences),
-                observed_cves=observed,
+                observed_examples=observed,
                 mapping_usage=_text(element.find("{*}Mapping_Notes/{*}Usage")),
             )
             element.clear()
