@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cybersecqwen.errors import CybersecqwenError
 
-CORPUS_TASKS = ("cti-rcm", "cti-vsp", "cti-mcq", "cti-ate", "cti-taa")
+CORPUS_TASKS = ("cti-rcm", "cti-vsp", "cti-mcq", "cti-ate", "cti-taa", "cwe-classify", "cti-qa")
 
 
 class Strict(BaseModel):

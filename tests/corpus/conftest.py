@@ -147,6 +147,8 @@ data:
     cti-vsp: {{weight: 1}}
     cti-ate: {{weight: 1}}
     cti-taa: {{weight: 1}}
+    cwe-classify: {{weight: 1}}
+    cti-qa: {{weight: 1}}
   val_fraction: 0.2
   max_tokens: {max_tokens}
   seed: 0

@@ -30,7 +30,12 @@ def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(sour
         assert (out / name).is_file(), name
     examples = read(out / "train.jsonl") + read(out / "val.jsonl")
     tasks = {e["task"] for e in examples}
-    assert tasks == {"cti-mcq", "cti-rcm", "cti-vsp", "cti-ate", "cti-taa"}
+    assert tasks == {"cti-mcq", "cti-rcm", "cti-vsp", "cti-ate", "cti-taa", "cwe-classify", "cti-qa"}
+    classify = next(e for e in examples if e["task"] == "cwe-classify" and e["source_id"].startswith("CVE-2023-0001"))
+    assert json.loads(classify["messages"][2]["content"])["cwe_id"] == "CWE-89"
+    assert get_task("cwe-classify").extract(classify["messages"][2]["content"], "robust").value == "CWE-89"
+    qa = next(e for e in examples if e["task"] == "cti-qa" and e["source_id"] == "T1059#qa")
+    assert qa["messages"][2]["content"].startswith("T1059 is Command and Scripting Interpreter (Execution).")
     rcm = [e for e in examples if e["task"] == "cti-rcm"]
     assert any(e["source"] == "mitre-cwe" for e in rcm)  # CWE observed examples
     sql = next(e for e in rcm if e["source_id"] == "CVE-2023-0001")
@@ -51,7 +56,7 @@ def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(sour
     # The planted CTI-RCM item (a CVE record and a release line copying fixture rows) never reaches the corpus.
     assert not any("use-after-free in the kernel" in e["messages"][1]["content"] for e in examples)
     assert not any("Stored XSS in the admin page" in e["messages"][1]["content"] for e in examples)
-    assert manifest["dropped"]["cve-vulnrichment-2022-2023"]["contaminated"] == 2  # RCM and VSP examples of it
+    assert manifest["dropped"]["cve-vulnrichment-2022-2023"]["contaminated"] == 3  # its RCM, VSP and cwe-classify examples
     assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm"] == 1
     assert manifest["sources"]["mitre-cwe"]["license"] == "MITRE-CWE-terms"
     # The ATT&CK software page that a CTI-ATE item came from is dropped by its URL even though the text differs.
@@ -134,8 +139,8 @@ def test_real_sources_build_in_sane_ranges_with_zero_benchmark_overlap(mirror, t
 
     out = tmp_path / "corpus"
     manifest = build_corpus(load_recipe(Path("configs/recipes/smollm2-135m-cpu.yaml")), out, mirror)
-    assert 4000 <= manifest["counts"]["train"]["total"] <= 6000
-    assert set(manifest["counts"]["train"]["by_task"]) >= {"cti-mcq", "cti-rcm", "cti-vsp", "cti-taa"}
+    assert 5000 <= manifest["counts"]["train"]["total"] <= 7000
+    assert set(manifest["counts"]["train"]["by_task"]) >= {"cti-mcq", "cti-rcm", "cti-vsp", "cti-taa", "cwe-classify", "cti-qa"}
     assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm-2021"] > 900
     assert all(source["pinned"] for source in manifest["sources"].values())
     for name in ("train.jsonl", "val.jsonl"):

@@ -97,6 +97,12 @@ def build_examples(recipe: Recipe, records: dict[str, Any]) -> list[Example]:
         examples += builders.ate_examples(attack, records.get("tram-attack-sentences"))
     if "cti-taa" in tasks:
         examples += builders.taa_examples(attack, records.get("misp-galaxy-threat-actor"))
+    if "cwe-classify" in tasks:
+        if cwe is None:
+            raise CybersecqwenError("task cwe-classify needs the source mitre-cwe in data.sources")
+        examples += builders.cwe_classify_examples(cves, cwe)
+    if "cti-qa" in tasks:
+        examples += builders.qa_examples(attack, cwe, capec)
     return examples
 
 

@@ -351,3 +351,48 @@ def taa_examples(attack: AttackCatalog | None, misp: list[MispActor] | None) -> 
         if text:
             yield make_example("cti-taa", "misp-galaxy-threat-actor", actor.name, {"Text": text},
                                taa_answer(actor.name, actor.synonyms, first_sentence(text)))
+
+
+# --- server forms: CWE classification (JSON) and CTI Q&A ----------------------------------------------------
+def cwe_classify_examples(cves: list[CveRecord], catalog: dict[str, Weakness]) -> Iterator[Example]:
+    from cybersecqwen.tasks.serving import cwe_json
+
+    for weakness in sorted(catalog.values(), key=lambda w: int(w.cwe_id[4:])):
+        if weakness.mapping_usage in ("Prohibited", "Discouraged"):
+            continue
+        for reference, description in weakness.observed_examples:
+            if description and len(description.split()) >= 6:
+                yield make_example("cwe-classify", "mitre-cwe", f"{weakness.cwe_id}/{reference}#classify", {"Text": description},
+                                   cwe_json(weakness.cwe_id, weakness.name, first_sentence(weakness.description)))
+    for record in cves:
+        if len(record.cwe_ids) == 1 and record.cwe_ids[0] in catalog:
+            weakness = catalog[record.cwe_ids[0]]
+            yield make_example("cwe-classify", "cve-vulnrichment-2022-2023", record.cve_id + "#classify",
+                               {"Text": record.description}, cwe_json(weakness.cwe_id, weakness.name, first_sentence(weakness.description)))
+
+
+def qa_examples(attack: AttackCatalog | None, cwe: dict[str, Weakness] | None, capec: list[AttackPattern] | None) -> Iterator[Example]:
+    if attack is not None:
+        for t in sorted(attack.techniques.values(), key=lambda t: t.technique_id):
+            if t.description:
+                tactics = ", ".join(attack.tactics.get(x, x) for x in t.tactics)
+                yield make_example("cti-qa", "mitre-attack-enterprise", t.technique_id + "#qa",
+                                   {"Question": f"What is the MITRE ATT&CK technique {t.technique_id} and which tactic does it serve?"},
+                                   f"{t.technique_id} is {t.name} ({tactics}). {first_sentence(t.description)}")
+        for actor in sorted(attack.actors.values(), key=lambda a: a.attack_id):
+            if actor.kind == "group" and actor.description:
+                aliases = f" Also known as {', '.join(actor.aliases[:5])}." if actor.aliases else ""
+                yield make_example("cti-qa", "mitre-attack-enterprise", actor.attack_id + "#qa",
+                                   {"Question": f"Who is the threat group {actor.name} ({actor.attack_id})?"},
+                                   first_sentence(actor.description) + aliases)
+    if cwe is not None:
+        for w in sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:])):
+            if w.description:
+                consequence = f" Typical consequence: {w.consequences[0]}." if w.consequences else ""
+                yield make_example("cti-qa", "mitre-cwe", w.cwe_id + "#qa", {"Question": f"What is {w.cwe_id}?"},
+                                   f"{w.cwe_id} is {w.name}: {first_sentence(w.description)}{consequence}")
+    for pattern in capec or []:
+        if pattern.description:
+            weaknesses = f" It exploits {', '.join(pattern.cwe_ids[:4])}." if pattern.cwe_ids else ""
+            yield make_example("cti-qa", "mitre-capec", pattern.capec_id + "#qa", {"Question": f"What is {pattern.capec_id}?"},
+                               f"{pattern.capec_id} is the attack pattern {pattern.name}: {first_sentence(pattern.description)}{weaknesses}")

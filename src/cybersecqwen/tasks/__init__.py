@@ -7,10 +7,13 @@ from cybersecqwen.tasks.ate import ATE
 from cybersecqwen.tasks.base import PROTOCOLS, RULE_SETS, Answer, Item, Task
 from cybersecqwen.tasks.mcq import MCQ
 from cybersecqwen.tasks.rcm import RCM
+from cybersecqwen.tasks.serving import CtiQA, CweClassify
 from cybersecqwen.tasks.taa import TAA
 from cybersecqwen.tasks.vsp import VSP
 
 TASK_NAMES = ("cti-mcq", "cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate", "cti-taa")
+# Structured forms of the server, without a benchmark file (see tasks/serving.py).
+SERVING_TASK_NAMES = ("cwe-classify", "cti-qa")
 
 
 def get_task(name: str) -> Task:
@@ -22,9 +25,11 @@ def get_task(name: str) -> Task:
         "cti-vsp": VSP,
         "cti-ate": ATE,
         "cti-taa": TAA,
+        "cwe-classify": CweClassify,
+        "cti-qa": CtiQA,
     }
     if name not in factories:
-        raise CybersecqwenError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES)}, or 'all')")
+        raise CybersecqwenError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES + SERVING_TASK_NAMES)}, or 'all')")
     return factories[name]()
 
 
@@ -48,4 +53,4 @@ def parse_task_list(spec: str) -> dict[str, int | None]:
     return out
 
 
-__all__ = ["Answer", "Item", "PROTOCOLS", "RULE_SETS", "TASK_NAMES", "Task", "get_task", "parse_task_list"]
+__all__ = ["Answer", "Item", "PROTOCOLS", "RULE_SETS", "SERVING_TASK_NAMES", "TASK_NAMES", "Task", "get_task", "parse_task_list"]
