@@ -127,20 +127,11 @@ class BenchmarkIndex:
     def check(self, text: str) -> list[Hit]:
         tokens = words(text)
         hits: dict[tuple[str, int], Hit] = {}
-        grams13 = ngram_hashes(tokens, 13)
-        shared13: Counter[tuple[str, int]] = Counter()
-        for h in grams13:
-            for key in self.by_13.get(h, ()):
-                shared13[key] += 1
-        for key, count in shared13.items():
+        for key, count in _shared_counts(ngram_hashes(tokens, 13), self.by_13).items():
             if count / self.size_13[key] >= COVERAGE_13:
                 hits[key] = Hit(key[0], key[1], "ngram13", round(count / self.size_13[key], 3))
         grams5 = ngram_hashes(tokens, 5)
-        shared5: Counter[tuple[str, int]] = Counter()
-        for h in grams5:
-            for key in self.by_5.get(h, ()):
-                shared5[key] += 1
-        for key, count in shared5.items():
+        for key, count in _shared_counts(grams5, self.by_5).items():
             if key in hits or count / self.size_5[key] < PREFILTER_5:
                 continue
             coverage = word_coverage(self.grams_5[key], grams5, 5)
@@ -158,6 +149,15 @@ class BenchmarkIndex:
             for key in self.urls.get(normalise_url(url), ()):
                 hits.setdefault(key, Hit(key[0], key[1], "url"))
         return sorted(hits.values(), key=lambda h: (h.split, h.index))
+
+
+def _shared_counts(grams: set[int], table: dict[int, set[tuple[str, int]]]) -> Counter[tuple[str, int]]:
+    """For each benchmark item, how many of these n-grams it has."""
+    shared: Counter[tuple[str, int]] = Counter()
+    for gram in grams:
+        for key in table.get(gram, ()):
+            shared[key] += 1
+    return shared
 
 
 def normalise_url(url: str) -> str:
