@@ -108,6 +108,41 @@ def compare_command(
         print(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
 
 
+@app.command("train")
+def train_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML"),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, adapter, metrics.jsonl, loss.png (resumes)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="A built corpus; default OUT/corpus, built if missing."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Override the recipe's step budget."),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """LoRA fine-tune the recipe's base model; rerunning on the same folder resumes from its last checkpoint."""
+    from cybersecqwen.config import load_recipe
+    from cybersecqwen.corpus.build import build_corpus
+    from cybersecqwen.train.sft import train
+
+    loaded = load_recipe(recipe)
+    corpus = corpus or out / "corpus"
+    if not (corpus / "manifest.json").is_file():
+        if corpus.exists() and any(corpus.iterdir()):
+            raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
+        build_corpus(loaded, corpus, data_dir)
+    summary = train(loaded, corpus, out, max_steps)
+    state = "stopped early (checkpoint saved; rerun to resume)" if summary["interrupted"] else "done"
+    print(f"{out}: {state} at step {summary['global_step']}, train loss {summary['train_loss']:.4f}")
+
+
+@app.command("merge")
+def merge_command(
+    run_dir: Path = typer.Argument(..., help="A finished `cybersecqwen train` run folder"),
+    out: Path = typer.Option(..., "--out", help="New folder for the merged model"),
+) -> None:
+    """Merge the run's LoRA adapter into a standalone Hugging Face model folder."""
+    from cybersecqwen.train.merge import merge
+
+    print(f"merged model written to {merge(run_dir, out)}")
+
+
 @data_app.command("build")
 def data_build(
     recipe: Path = typer.Option(..., "--recipe", help="Recipe YAML (its data section decides sources, mix, limits)."),

@@ -52,10 +52,41 @@ class DataConfig(Strict):
         return tasks
 
 
+class LoraSettings(Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # "all-linear" = every linear projection of the blocks (q,k,v,o,gate,up,down), as the published recipe.
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainSettings(Strict):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    per_device_batch_size: int = Field(4, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    max_length: int = Field(1024, gt=16)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    optimizer: str = Field("adamw_torch", description="a transformers optim name; paged_adamw_8bit needs bitsandbytes + CUDA")
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    checkpoint_every: int = Field(50, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    eval_every: int | None = Field(None, gt=0)
+    logging_every: int = Field(5, gt=0)
+    seed: int = 42
+
+
 class Recipe(Strict):
     name: str
     model: ModelConfig = ModelConfig()
     data: DataConfig
+    lora: LoraSettings = LoraSettings()
+    train: TrainSettings = TrainSettings()
     kind: Literal["recipe"] = "recipe"
 
 

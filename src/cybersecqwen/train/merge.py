@@ -1,0 +1,66 @@
+"""`cybersecqwen merge RUN_DIR --out DIR`: fold the LoRA adapter into a standalone HF model folder.
+
+The folder gets safetensors weights, the tokenizer with its chat template, and a model card naming the base,
+the recipe, the corpus manifest hash and eval results when the run has them. Written to a temporary folder
+and renamed, so a crash leaves no half model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from cybersecqwen.errors import CybersecqwenError
+
+
+def merge(run_dir: Path, out: Path) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = run_dir / "adapter"
+    summary_path = run_dir / "train-summary.json"
+    if not (adapter / "adapter_config.json").is_file() or not summary_path.is_file():
+        raise CybersecqwenError(f"{run_dir} holds no finished training run (no adapter/); run `cybersecqwen train` to the end first")
+    if out.exists() and any(out.iterdir()):
+        raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder")
+    summary = json.loads(summary_path.read_text())
+    base = Path(summary["base"])
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(model_card(run_dir, summary), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out
+
+
+def model_card(run_dir: Path, summary: dict) -> str:
+    corpus_manifest = Path(summary["corpus"]) / "manifest.json"
+    corpus_hash = hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else "unknown"
+    lines = [f"# {summary['recipe']} (LoRA merged into {Path(summary['base']).name})", "",
+             "A cybersecqwen fine-tune for defensive cyber threat intelligence. Outputs need human review; not for",
+             "exploit generation or unattended security decisions.", "",
+             f"- base model: `{summary['base']}`",
+             f"- recipe: `{summary['recipe']}`; steps {summary['global_step']}, final train loss {summary['train_loss']:.4f}",
+             f"- corpus manifest sha256: `{corpus_hash}`",
+             f"- training machine settings: `{json.dumps(summary['machine'])}`"]
+    for report in sorted(run_dir.glob("*/report.json")):
+        data = json.loads(report.read_text())
+        scores = ", ".join(f"{task} {entry['headline'][0]} {entry['metrics'].get(entry['headline'][0])}"
+                           for task, entry in data["tasks"].items())
+        lines.append(f"- eval ({data['protocol']['name']}, {report.parent.name}): {scores}")
+    return "\n".join(lines) + "\n"

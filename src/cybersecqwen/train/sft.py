@@ -1,0 +1,261 @@
+"""`cybersecqwen train`: LoRA SFT of the recipe's base model on a built corpus, resumable.
+
+Reads top to bottom: check every input (corpus, tokenizer match, LoRA targets, disk) before any compute ->
+pick what this machine can do (precision, optimizer, attention; a missing GPU-only feature falls back with a
+warning) -> build the TRL trainer on prompt/completion examples (the loss sees only the answer) -> train,
+resuming from the newest checkpoint of the run folder -> save the adapter, metrics and loss curve.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cybersecqwen.config import Recipe
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def base_model_dir(recipe: Recipe) -> Path:
+    if recipe.model.base == "embedded":
+        from cybersecqwen.models.embedded import embedded_hf_dir
+
+        return embedded_hf_dir()
+    path = Path(recipe.model.base).expanduser()
+    if not (path / "config.json").is_file():
+        raise CybersecqwenError(
+            f"recipe model.base: '{recipe.model.base}' is not a local Hugging Face folder; nothing is fetched from a "
+            "hub, so download the model once and point model.base at its folder"
+        )
+    return path
+
+
+def read_corpus(corpus: Path, split: str) -> list[dict[str, Any]]:
+    path = corpus / f"{split}.jsonl"
+    if not path.is_file():
+        raise CybersecqwenError(f"corpus {corpus} has no {split}.jsonl; build one with `cybersecqwen data build`")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                messages = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise CybersecqwenError(f"{path} line {number} is not a corpus example with 'messages'") from None
+            if not messages or messages[-1].get("role") != "assistant":
+                raise CybersecqwenError(f"{path} line {number}: the last message must be the assistant's answer")
+            # Prompt/completion form: TRL masks the prompt, so the loss is on the answer only.
+            rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    if split == "train" and not rows:
+        raise CybersecqwenError(f"{path} is empty: the corpus has no training examples")
+    return rows
+
+
+def check_tokenizer_match(corpus: Path, base: Path, recipe: Recipe) -> None:
+    manifest_path = corpus / "manifest.json"
+    if not manifest_path.is_file():
+        raise CybersecqwenError(f"corpus {corpus} has no manifest.json; build it with `cybersecqwen data build`")
+    built_with = Path(json.loads(manifest_path.read_text())["tokenizer"])
+    wanted = Path(recipe.model.tokenizer).expanduser() if recipe.model.tokenizer else base
+    same = built_with.resolve() == wanted.resolve()
+    if not same and (built_with / "tokenizer.json").is_file() and (wanted / "tokenizer.json").is_file():
+        same = (built_with / "tokenizer.json").read_bytes() == (wanted / "tokenizer.json").read_bytes()
+    if not same:
+        raise CybersecqwenError(
+            f"corpus {corpus} was built for the tokenizer of {built_with}, but this recipe trains {wanted}; "
+            "its length limits do not hold for this model: rebuild the corpus with this recipe"
+        )
+
+
+def check_disk(out: Path, base: Path) -> None:
+    needed = 3 * sum(f.stat().st_size for f in base.glob("*.safetensors"))  # checkpoints + adapter + merge room
+    out.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise CybersecqwenError(f"not enough disk at {out}: {free / 1e9:.1f} GB free, about {needed / 1e9:.1f} GB needed")
+
+
+def lora_targets(model, recipe: Recipe) -> list[str] | str:
+    targets = recipe.lora.target_modules
+    if targets == "all-linear":
+        return targets
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise CybersecqwenError(
+            f"recipe lora.target_modules: {', '.join(unknown)} not in the model (its linear layers: {', '.join(sorted(names))})"
+        )
+    return targets
+
+
+def machine_settings(recipe: Recipe) -> dict[str, Any]:
+    """What this machine can run of the recipe; each fallback is logged, none crashes."""
+    cuda = torch.cuda.is_available()
+    settings: dict[str, Any] = {"use_cpu": not cuda}
+    precision = recipe.train.precision
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        log.warning("bf16 is not supported on this GPU; training in fp16")
+        precision = "fp16"
+    if precision == "fp16" and not cuda:
+        log.warning("fp16 training needs a GPU; using bf16 autocast on the CPU")
+        precision = "bf16"
+    settings.update(bf16=precision == "bf16", fp16=precision == "fp16")
+    optimizer = recipe.train.optimizer
+    if "8bit" in optimizer and (not cuda or importlib.util.find_spec("bitsandbytes") is None):
+        log.warning("optimizer %s needs bitsandbytes and a GPU; using adamw_torch", optimizer)
+        optimizer = "adamw_torch"
+    settings["optim"] = optimizer
+    attention = recipe.train.attention
+    if attention in ("auto", "flash_attention_2"):
+        if cuda and importlib.util.find_spec("flash_attn") is not None:
+            attention = "flash_attention_2"
+        else:
+            if attention == "flash_attention_2":
+                log.warning("FlashAttention-2 is not installed or no GPU; using SDPA")
+            attention = "sdpa"
+    settings["attention"] = attention
+    return settings
+
+
+class StopOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save a checkpoint, stop cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        log.warning("stopping after this step; a checkpoint is being saved")
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def make_callbacks(run_dir: Path, stopper: StopOnSignal):
+    from transformers import TrainerCallback
+
+    metrics_path = run_dir / "metrics.jsonl"
+
+    class RunCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stopper.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return [RunCallback()]
+
+
+def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None, callbacks: list | None = None):
+    """Every check, then the TRL trainer (no step taken yet). Returns (trainer, machine settings, base folder)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    base = base_model_dir(recipe)
+    check_tokenizer_match(corpus, base, recipe)
+    train_rows, val_rows = read_corpus(corpus, "train"), read_corpus(corpus, "val")
+    check_disk(out, base)
+    machine = machine_settings(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dtype = torch.float32 if machine["use_cpu"] else (torch.bfloat16 if machine["bf16"] else torch.float16)
+    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=machine["attention"], dtype=dtype)
+    targets = lora_targets(model, recipe)
+    settings = recipe.train
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=settings.epochs,
+        max_steps=max_steps or settings.max_steps or -1,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        per_device_eval_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        max_length=settings.max_length,
+        packing=settings.packing,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        optim=machine["optim"],
+        bf16=machine["bf16"],
+        fp16=machine["fp16"],
+        use_cpu=machine["use_cpu"],
+        save_strategy="steps",
+        save_steps=settings.checkpoint_every,
+        save_total_limit=settings.keep_checkpoints,
+        eval_strategy="steps" if settings.eval_every and val_rows else "no",
+        eval_steps=settings.eval_every,
+        logging_steps=settings.logging_every,
+        include_num_input_tokens_seen="all",
+        report_to="none",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        dataset_num_proc=1,
+    )
+    peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                             target_modules=targets, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(val_rows) if val_rows and settings.eval_every else None,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or [])
+    return trainer, machine, base
+
+
+def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None) -> dict[str, Any]:
+    with StopOnSignal() as stopper:
+        trainer, machine, base = build_trainer(recipe, corpus, out, max_steps, make_callbacks(out, stopper))
+        checkpoints = out / "checkpoints"
+        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        interrupted = stopper.requested
+    summary = {"recipe": recipe.name, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
+               "train_loss": result.training_loss, "resumed": resume, "interrupted": interrupted, "machine": machine,
+               "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history}
+    if trainer.is_world_process_zero():  # launch-agnostic: under accelerate only rank 0 writes
+        if not interrupted:
+            trainer.model.save_pretrained(out / "adapter")
+            trainer.processing_class.save_pretrained(out / "adapter")
+        write_json(out / "train-summary.json", summary)
+        plot_loss(out)
+    return summary
+
+
+def plot_loss(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if (out / "metrics.jsonl").exists() else []
+    train_points = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    eval_points = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train_points:
+        ax.plot(*zip(*train_points), label="train loss")
+    if eval_points:
+        ax.plot(*zip(*eval_points), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)

