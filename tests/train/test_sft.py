@@ -170,11 +170,16 @@ def test_killed_run_resumes_to_the_same_loss_as_an_uninterrupted_one(tiny_qwen3,
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "adapter").exists()
+    # A checkpoint the kill interrupted mid-write must be skipped, not resumed from.
+    torn = killed / "checkpoints" / "checkpoint-999"
+    torn.mkdir()
+    (torn / "adapter_model.safetensors").write_bytes(b"partial")
     process = _train_cli(recipe, corpus, killed, 8)
     output = process.communicate(timeout=600)[0]
     assert process.returncode == 0, output[-2000:]
     summary = json.loads((killed / "train-summary.json").read_text())
     assert summary["resumed"] and summary["global_step"] == 8
+    assert (killed / "checkpoints" / "incomplete-checkpoint-999").is_dir()
     assert _loss_at(killed, 8) == pytest.approx(_loss_at(straight, 8), rel=1e-3, abs=1e-4)
 
 

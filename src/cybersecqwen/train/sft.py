@@ -212,6 +212,8 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         seed=settings.seed,
         data_seed=settings.seed,
         dataset_num_proc=1,
+        # Batches of similar length waste little compute on padding (no cross-example attention involved).
+        train_sampling_strategy="group_by_length",
     )
     peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                              target_modules=targets, task_type="CAUSAL_LM")
@@ -224,9 +226,9 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
 def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None) -> dict[str, Any]:
     with StopOnSignal() as stopper:
         trainer, machine, base = build_trainer(recipe, corpus, out, max_steps, make_callbacks(out, stopper))
-        checkpoints = out / "checkpoints"
-        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        resume_from = latest_complete_checkpoint(out / "checkpoints")
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        resume = resume_from is not None
         interrupted = stopper.requested
     summary = {"recipe": recipe.name, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
                "train_loss": result.training_loss, "resumed": resume, "interrupted": interrupted, "machine": machine,
@@ -238,6 +240,23 @@ def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None)
         write_json(out / "train-summary.json", summary)
         plot_loss(out)
     return summary
+
+
+def latest_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint that finished writing; a half-written one (killed mid-save) is set aside.
+
+    The Trainer writes trainer_state.json after the weights, optimizer and scheduler, so its presence marks a
+    complete checkpoint.
+    """
+    if not checkpoints.is_dir():
+        return None
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    for candidate in reversed(found):
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+        log.warning("checkpoint %s is incomplete (killed while saving); moving it aside", candidate)
+        candidate.rename(candidate.with_name(f"incomplete-{candidate.name}"))
+    return None
 
 
 def plot_loss(out: Path) -> None:
