@@ -143,6 +143,10 @@ def test_real_sources_build_in_sane_ranges_with_zero_benchmark_overlap(mirror, t
     assert set(manifest["counts"]["train"]["by_task"]) >= {"cti-mcq", "cti-rcm", "cti-vsp", "cti-taa", "cwe-classify", "cti-qa"}
     assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm-2021"] > 900
     assert all(source["pinned"] for source in manifest["sources"].values())
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    letters = [r["messages"][-1]["content"][-1] for r in rows if r["task"] == "cti-mcq"]
+    for letter in "ABCD":  # the right answer is spread over A-D, so no letter is a shortcut
+        assert 0.2 <= letters.count(letter) / len(letters) <= 0.3, letter
     for name in ("train.jsonl", "val.jsonl"):
         result = audit_file(out / name, mirror)
         assert result["examples_overlapping_any_split"] == 0, result["first_hits"][:3]
