@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.io import read_yaml
 
 CORPUS_TASKS = ("cti-rcm", "cti-vsp", "cti-mcq", "cti-ate", "cti-taa", "cwe-classify", "cti-qa")
 
@@ -91,12 +91,7 @@ class Recipe(Strict):
 
 
 def load_recipe(path: Path) -> Recipe:
-    if not path.is_file():
-        raise CybersecqwenError(f"recipe {path} does not exist")
-    try:
-        payload = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CybersecqwenError(f"recipe {path} is not valid YAML: {exc}") from None
+    payload = read_yaml(path, "recipe")
     if not isinstance(payload, dict):
         raise CybersecqwenError(f"recipe {path} must be a YAML mapping with 'name', 'model' and 'data'")
     payload.setdefault("kind", "recipe")

@@ -25,6 +25,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file a user wrote (recipe, references); a missing or broken one is a user error."""
+    import yaml
+
+    from cybersecqwen.errors import CybersecqwenError
+
+    if not path.is_file():
+        raise CybersecqwenError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CybersecqwenError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -236,6 +236,7 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
 
 def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: LetterBalancer) -> Iterator[Example]:
     weaknesses = [w for w in sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:])) if w.status != "Deprecated"]
+    all_impacts = sorted({c.split(": ", 1)[1] for o in weaknesses for c in o.consequences})
     for w in weaknesses:
         if w.description:
             example = mcq_example("mitre-cwe", w.cwe_id + "#description",
@@ -246,7 +247,6 @@ def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: Lette
             if example:
                 yield example
         impacts = sorted({c.split(": ", 1)[1] for c in w.consequences})
-        all_impacts = sorted({c.split(": ", 1)[1] for o in weaknesses for c in o.consequences})
         if impacts:
             impact = rng.choice(impacts)
             example = mcq_example("mitre-cwe", w.cwe_id + "#consequence",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.evaluate import stats
+from cybersecqwen.io import read_yaml
 from cybersecqwen.tasks import get_task
 
 
@@ -62,8 +62,9 @@ def compare_runs(run_a: Path, run_b: Path, references: Path | None = None) -> di
         value_a = task.metrics(dict(zip(keys, matrix_a.sum(0))), rules)[metric]
         value_b = task.metrics(dict(zip(keys, matrix_b.sum(0))), rules)[metric]
         weights = stats.bootstrap_weights(len(shared))
-        boot_a = task.metrics({k: (weights @ matrix_a)[:, j] for j, k in enumerate(keys)}, rules)[metric]
-        boot_b = task.metrics({k: (weights @ matrix_b)[:, j] for j, k in enumerate(keys)}, rules)[metric]
+        totals_a, totals_b = weights @ matrix_a, weights @ matrix_b
+        boot_a = task.metrics({k: totals_a[:, j] for j, k in enumerate(keys)}, rules)[metric]
+        boot_b = task.metrics({k: totals_b[:, j] for j, k in enumerate(keys)}, rules)[metric]
         diff = np.asarray(boot_b) - np.asarray(boot_a)
         diff = diff[np.isfinite(diff)]
         paired_a = np.array([np.mean([task.paired_value(s) for s in items_a[name][i]]) for i in shared])
@@ -91,12 +92,7 @@ def compare_runs(run_a: Path, run_b: Path, references: Path | None = None) -> di
 
 def load_references(path: Path) -> list[dict[str, Any]]:
     """Published numbers: a YAML list of {model, protocol, source, scores: {task: value}}."""
-    if not path.is_file():
-        raise CybersecqwenError(f"references file {path} does not exist")
-    try:
-        payload = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CybersecqwenError(f"{path} is not valid YAML: {exc}") from None
+    payload = read_yaml(path, "references file")
     entries = payload.get("references") if isinstance(payload, dict) else None
     if not isinstance(entries, list):
         raise CybersecqwenError(f"{path} must hold a top-level 'references:' list of {{model, protocol, source, scores}}")

@@ -170,7 +170,8 @@ class HFBackend:
         scores: list[list[float]] = [[] for _ in requests]
         for i, row in zip(single, self._score_next_token([contexts[i] for i in single], [[x[0] for x in targets[i]] for i in single])):
             scores[i] = row
-        for i in (i for i in range(len(requests)) if i not in set(single)):
+        single_set = set(single)
+        for i in (i for i in range(len(requests)) if i not in single_set):
             scores[i] = [self._sequence_logprob(contexts[i], target) for target in targets[i]]
         return scores
 

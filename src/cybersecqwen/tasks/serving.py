@@ -101,5 +101,3 @@ class CtiQA(NoBenchmarkFile, Task):
     def is_binary(self) -> bool:
         return False
 
-    def trivial_answer(self, items: list[Item]) -> Answer:
-        return Answer(Counter(item.gold for item in items).most_common(1)[0][0], "proper")

@@ -12,7 +12,6 @@ official dictionaries, ATT&CK intrusion sets and MISP threat actors, with aliase
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import re
@@ -115,23 +114,16 @@ class Gazetteer:
 
 
 def attack_actor_names(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        bundle = json.load(handle)
-    names = []
-    for obj in bundle.get("objects", []):
-        if obj.get("type") == "intrusion-set" and not obj.get("revoked") and not obj.get("x_mitre_deprecated"):
-            names.append(obj.get("name", ""))
-            names.extend(obj.get("aliases", []))
-    return names
+    from cybersecqwen.corpus.sources.attack import parse_attack
+
+    groups = (a for a in parse_attack(path).actors.values() if a.kind == "group")
+    return [name for actor in groups for name in (actor.name, *actor.aliases)]
 
 
 def misp_actor_names(path: Path) -> list[str]:
-    cluster = json.loads(path.read_text(encoding="utf-8"))
-    names = []
-    for actor in cluster.get("values", []):
-        names.append(actor.get("value", ""))
-        names.extend(actor.get("meta", {}).get("synonyms", []))
-    return names
+    from cybersecqwen.corpus.sources.misp import parse_misp_actors
+
+    return [name for actor in parse_misp_actors(path) for name in (actor.name, *actor.synonyms)]
 
 
 class TAA(Task):
