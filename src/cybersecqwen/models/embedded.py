@@ -6,6 +6,7 @@ and training can use it. Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,7 +47,7 @@ def models_cache_dir() -> Path:
 def embedded_hf_dir() -> Path:
     """The cached HF folder of the embedded model, converted from the GGUF on first use."""
     target = models_cache_dir() / EMBEDDED_NAME
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if (target / "model.safetensors").is_file() and _has_original_pre_tokenizer(target):
         return target
     gguf = embedded_gguf()
     log.info("converting the embedded model %s to a Hugging Face folder (once)", gguf.name)
@@ -65,6 +66,7 @@ def embedded_hf_dir() -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _restore_pre_tokenizer(staging / "tokenizer.json")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -72,3 +74,23 @@ def embedded_hf_dir() -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return target
+
+
+# SmolLM2 splits digits one by one before byte-level BPE (its GGUF says `tokenizer.ggml.pre = smollm`);
+# transformers' GGUF reader rebuilds only the byte-level step. Restore the original so the HF folder
+# tokenizes exactly as the model was trained, and so a GGUF exported from it names the right pre-tokenizer.
+SMOLLM2_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Digits", "individual_digits": True},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+]}
+
+
+def _restore_pre_tokenizer(path: Path) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = SMOLLM2_PRE_TOKENIZER
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def _has_original_pre_tokenizer(folder: Path) -> bool:
+    path = folder / "tokenizer.json"
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("pre_tokenizer") == SMOLLM2_PRE_TOKENIZER

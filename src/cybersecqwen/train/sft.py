@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,47 @@ def make_callbacks(run_dir: Path, stopper: StopOnSignal):
                 control.should_save = True
                 control.should_training_stop = True
 
-    return [RunCallback()]
+    return [RunCallback(), _rich_progress_callback()()]
+
+
+def _rich_progress_callback():
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        """One live line: step / total, loss, tokens/s (input tokens, padding excluded), elapsed and ETA."""
+
+        def __init__(self) -> None:
+            self.progress = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                                     TimeElapsedColumn(), TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, status="")
+            self.started, self.start_tokens, self.loss = time.perf_counter(), state.num_input_tokens_seen, None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = logs["loss"]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is None:
+                return
+            seconds = max(time.perf_counter() - self.started, 1e-9)
+            rate = (state.num_input_tokens_seen - self.start_tokens) / seconds
+            loss = f"loss {self.loss:.3f}  " if self.loss is not None else ""
+            self.progress.update(self.task, completed=state.global_step, status=f"{loss}{rate:,.0f} tokens/s")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    return RichProgress
 
 
 def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None, callbacks: list | None = None):
