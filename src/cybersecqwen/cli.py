@@ -19,6 +19,8 @@ from cybersecqwen.errors import CybersecqwenError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Build, measure and run small CTI specialist models.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sources and corpora.")
 app.add_typer(data_app, name="data")
+export_app = typer.Typer(no_args_is_help=True, help="GGUF files for llama.cpp, Ollama and LM Studio.")
+app.add_typer(export_app, name="export")
 console = Console(stderr=True)
 
 DataDir = typer.Option(None, "--data-dir", help="Mirror directory of the data sources (else $CYBERSECQWEN_DATA_DIR).")
@@ -211,6 +213,48 @@ def data_sources(data_dir: Optional[Path] = DataDir) -> None:
                 status = "missing" if "missing data file" in str(exc) else str(exc)
             table.add_row(source.name, source_file.name, source.license, status)
     Console().print(table)
+
+
+@export_app.command("gguf")
+def export_gguf_command(
+    model: Path = typer.Argument(..., help="A merged Hugging Face model folder (`cybersecqwen merge`), or 'embedded'."),
+    out: Path = typer.Option(..., "--out", help="New folder for the GGUF files, Modelfile and export-report.md/json/png."),
+    quant: str = typer.Option("Q8_0,Q4_K_M", "--quant", help="Comma-separated: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0 (or empty)."),
+    base_type: str = typer.Option("F16", "--type", help="The unquantized file: F16 | BF16 | F32 | Q8_0 (written directly)."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix for the quantizer."),
+    mcq_items: int = typer.Option(40, "--mcq-items", min=0, help="CTI-MCQ items for each file's quality check (0: skip)."),
+    context: int = typer.Option(4096, "--context", min=256, help="Context length of the RAM prediction and the Modelfile."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Convert, check parity with transformers (fails if it breaks), quantize, measure each file on CTI-MCQ."""
+    from cybersecqwen.export.quantize import parse_quants, quantize
+    from cybersecqwen.export.run import export_model
+
+    quants = parse_quants(quant)
+    if imatrix is not None:
+        quantize(Path("/nonexistent"), out / "x.gguf", quants[0] if quants else "Q4_K_M", imatrix)  # raises the reason
+    if str(model) == "embedded":
+        from cybersecqwen.models.embedded import embedded_hf_dir
+
+        model = embedded_hf_dir()
+    report = export_model(model, out, quants, base_type.upper(), mcq_items, data_dir, download, context)
+    for name, entry in report["files"].items():
+        print(f"{out / entry['path']}  {entry['bytes'] / 1e6:.1f} MB")
+    print(f"report: {out / 'export-report.md'}")
+
+
+@export_app.command("plan")
+def export_plan_command(
+    model: Path = typer.Option(..., "--model", help="A model folder or its config.json."),
+    context: int = typer.Option(4096, "--context", min=256, help="Context length (tokens) for the KV cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Predicted file size and RAM of every quantization, and which fit 8 GB and 12 GB machines."""
+    from cybersecqwen.export.plan import load_shape, markdown, plan
+
+    rows = plan(load_shape(model), context)
+    print(json.dumps(rows, indent=2) if as_json else markdown(rows, str(model)))
 
 
 def main() -> None:

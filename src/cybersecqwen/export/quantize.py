@@ -33,17 +33,19 @@ def quantize(source: Path, out_file: Path, quant: str, imatrix: Path | None = No
 
     if quant not in QUANT_TYPES:
         raise CybersecqwenError(f"unknown quantization {quant}; choose from {', '.join(QUANT_TYPES)}")
-    if not source.is_file():
-        raise CybersecqwenError(f"{source} does not exist; convert the model to F16 first")
     if imatrix is not None:
         # llama.cpp's quantizer takes the importance matrix as an in-memory C++ map that only its own
         # `llama-quantize` tool builds; the Python bindings cannot pass one.
         raise CybersecqwenError("an importance matrix cannot be applied through llama-cpp-python's bindings; quantize "
                                 "with llama.cpp's `llama-quantize --imatrix FILE` instead, or leave --imatrix out")
+    if not source.is_file():
+        raise CybersecqwenError(f"{source} does not exist; convert the model to F16 first")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = threads or os.cpu_count() or 1
-    with atomic_path(out_file) as tmp:
+    from cybersecqwen.models.llamacpp import _quiet_stderr
+
+    with atomic_path(out_file) as tmp, _quiet_stderr():  # llama.cpp logs every tensor on fd 2
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise CybersecqwenError(f"llama.cpp could not quantize {source} to {quant} (status {status})")

@@ -39,6 +39,8 @@ def merge(run_dir: Path, out: Path) -> Path:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "README.md").write_text(model_card(run_dir, summary), encoding="utf-8")
+        # Machine-readable provenance: `cybersecqwen export` writes it into the GGUF metadata.
+        (staging / "cybersecqwen.json").write_text(json.dumps(provenance(run_dir, summary), indent=2), encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -46,6 +48,19 @@ def merge(run_dir: Path, out: Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def provenance(run_dir: Path, summary: dict) -> dict:
+    corpus_manifest = Path(summary["corpus"]) / "manifest.json"
+    evals = {}
+    for report in sorted(run_dir.glob("*/report.json")):
+        data = json.loads(report.read_text())
+        evals[report.parent.name] = {task: {entry["headline"][0]: entry["metrics"].get(entry["headline"][0])}
+                                     for task, entry in data["tasks"].items()}
+    return {"recipe": summary["recipe"], "base": summary["base"],
+            "recipe_sha256": summary.get("recipe_sha256"),
+            "corpus_manifest_sha256": hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else None,
+            "eval": evals or None}
 
 
 def model_card(run_dir: Path, summary: dict) -> str:

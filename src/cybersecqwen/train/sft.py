@@ -8,6 +8,7 @@ resuming from the newest checkpoint of the run folder -> save the adapter, metri
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -271,7 +272,8 @@ def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         resume = resume_from is not None
         interrupted = stopper.requested
-    summary = {"recipe": recipe.name, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
+    recipe_hash = hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()
+    summary = {"recipe": recipe.name, "recipe_sha256": recipe_hash, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
                "train_loss": result.training_loss, "resumed": resume, "interrupted": interrupted, "machine": machine,
                "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history}
     if trainer.is_world_process_zero():  # launch-agnostic: under accelerate only rank 0 writes
