@@ -257,6 +257,88 @@ def export_plan_command(
     print(json.dumps(rows, indent=2) if as_json else markdown(rows, str(model)))
 
 
+@app.command("run")
+def run_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (data, model, lora, train, eval, export sections)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Pipeline folder (default runs/<recipe name>); reruns skip current stages."),
+    start: Optional[str] = typer.Option(None, "--from", help="Redo from this stage on: data, eval-base, train, merge, eval-tuned, export, eval-quant, scorecard."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1, help="Override the recipe's items per task."),
+    full: bool = typer.Option(False, "--full", help="Evaluate on the whole CTI-Bench files instead of a sample."),
+    references: Path = typer.Option(Path("configs/references.yaml"), "--references", help="Published numbers for the scorecard."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """The whole job: corpus, base eval, LoRA training, merge, tuned eval, GGUF export, quantized eval, scorecard."""
+    from cybersecqwen.config import load_recipe
+    from cybersecqwen.pipeline import Pipeline
+
+    loaded = load_recipe(recipe)
+    out = out or Path("runs") / loaded.name
+    pipeline = Pipeline(loaded, out, data_dir, download, references, eval_limit, full)
+    pipeline.run(start, until, progress=lambda line: console.print(line))
+    if (out / "scorecard.md").is_file():
+        print((out / "scorecard.md").read_text(encoding="utf-8"))
+
+
+@app.command("serve")
+def serve_command(
+    model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder | openai:BASE_URL[#model]"),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | llamacpp | openai"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs an API key."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CYBERSECQWEN_API_KEY", help="Required on every non-health endpoint."),
+    max_queue: int = typer.Option(8, "--max-queue", min=1, help="Requests waiting or running; more get 429."),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds one request may take (504 after)."),
+    max_body: int = typer.Option(1_000_000, "--max-body", min=1024, help="Largest request body in bytes (413 above)."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most tokens one request may ask for (422 above)."),
+    audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSONL audit log: request id, endpoint, sizes, latency."),
+    log_content: bool = typer.Option(False, "--log-content", help="Also write request bodies to the audit log."),
+    chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Run the local API: OpenAI-compatible chat, CWE / CVE / ATT&CK / Q&A endpoints, the analyst page at /."""
+    from cybersecqwen.serve.app import ServerSettings
+    from cybersecqwen.serve.run import serve
+
+    settings = ServerSettings(model_name=Path(model).name if model != "embedded" else "embedded", api_key=api_key,
+                              max_body_bytes=max_body, max_tokens=max_tokens, max_queue=max_queue, timeout_s=timeout,
+                              audit_log=audit_log, log_content=log_content)
+    console.print(f"serving {model} on http://{host}:{port}  (docs: /docs, page: /)")
+    serve(model, backend, host, port, settings, data_dir, download, chat_only)
+
+
+@app.command("enrich")
+def enrich_command(
+    source: Path = typer.Option(..., "--in", help="JSONL of alerts/records."),
+    out: Path = typer.Option(..., "--out", help="Enriched JSONL (one line per input line; resumes)."),
+    field: str = typer.Option("description", "--field", help="The record field holding the text."),
+    task: str = typer.Option("cwe", "--task", help="cwe | attack"),
+    model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
+    backend: str = typer.Option("auto", "--backend"),
+    stix: Optional[Path] = typer.Option(None, "--stix", help="Also write a STIX 2.1 bundle here."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
+    from cybersecqwen.models import load_backend
+    from cybersecqwen.serve.enrich import TASKS, enrich
+    from cybersecqwen.serve.run import load_service
+
+    if task not in TASKS:
+        raise CybersecqwenError(f"--task must be one of {', '.join(TASKS)}")
+    if not source.is_file():
+        raise CybersecqwenError(f"--in {source} does not exist")
+    loaded = load_backend(model, "llamacpp" if model == "embedded" and backend == "auto" else backend, batch_size=1)
+    try:
+        counts = enrich(load_service(loaded, data_dir, download, False), source, out, field, task, stix)
+    finally:
+        loaded.close()
+    print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"
+          + (f"; STIX bundle {stix}" if stix else ""))
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("CYBERSECQWEN_LOG", "WARNING"), format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])

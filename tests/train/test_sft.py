@@ -68,7 +68,12 @@ def test_the_loss_sees_only_the_answer(corpus, tmp_path):
     rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
     answers = {r["messages"][-1]["content"] for r in rows}
     prompts = {r["messages"][1]["content"] for r in rows}
-    for input_ids, labels in zip(batch["input_ids"], batch["labels"]):
+    # Padding-free batches are one row of concatenated examples; each starts where position_ids restart at 0.
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    assert len(starts) - 1 == 2  # per_device_batch_size examples, no padding in between
+    segments = [(batch["input_ids"][0, a:b], batch["labels"][0, a:b]) for a, b in zip(starts, starts[1:])]
+    for input_ids, labels in segments:
         kept = input_ids[labels != -100]
         assert len(kept) > 0
         supervised = tokenizer.decode(kept, skip_special_tokens=True).strip()
@@ -113,6 +118,19 @@ def test_zero_rank_and_foreign_or_missing_corpus_are_refused(corpus, tmp_path, t
     (empty / "train.jsonl").write_text("")
     with pytest.raises(CybersecqwenError, match="train.jsonl is empty"):
         build_trainer(load_recipe(write_recipe(tmp_path)), empty, tmp_path / "run")
+
+
+def test_not_enough_disk_is_refused_before_the_model_loads(corpus, tmp_path, monkeypatch):
+    from cybersecqwen.train import sft
+
+    class Full:
+        free = 10_000_000  # 10 MB: less than three copies of the 540 MB embedded weights
+    monkeypatch.setattr(sft.shutil, "disk_usage", lambda path: Full())
+    loaded = []
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a))
+    with pytest.raises(CybersecqwenError, match=r"not enough disk at .*0.0 GB free, about 1.6 GB needed"):
+        sft.build_trainer(load_recipe(write_recipe(tmp_path)), corpus, tmp_path / "run")
+    assert not loaded
 
 
 def test_embedded_model_trains_end_to_end_and_merges_with_parity(corpus, tmp_path):

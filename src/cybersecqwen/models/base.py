@@ -16,6 +16,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int = 42
     prompt: str | None = None  # raw text for base models (few-shot); replaces the chat-formatted messages
+    json_schema: str | None = None  # constrain the reply to this JSON schema ("{}": any JSON object)
 
 
 @dataclass(frozen=True)

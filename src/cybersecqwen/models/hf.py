@@ -94,7 +94,13 @@ class HFBackend:
 
     # --- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        if any(r.json_schema is not None for r in requests):
+            raise CybersecqwenError("JSON-constrained replies (response_format) need the GGUF backend (llama.cpp grammars); "
+                                    "serve a .gguf file, or drop response_format")
         encoded = [self.request_ids(r.messages, r.prompt) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(requests)

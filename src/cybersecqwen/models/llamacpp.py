@@ -71,21 +71,40 @@ class LlamaCppBackend:
             raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
         return self.encode(self.prompt_text(messages) + suffix)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _completion(self, request: GenerationRequest, stream: bool = False):
+        grammar = None
+        if request.json_schema is not None:
+            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import JSON_GBNF
+
+            # The grammar masks every token that would break the schema: the reply parses by construction.
+            with _quiet_stderr():
+                grammar = (LlamaGrammar.from_string(JSON_GBNF, verbose=False) if request.json_schema == "{}"
+                           else LlamaGrammar.from_json_schema(request.json_schema, verbose=False))
+        return self.llm.create_completion(
+            prompt=self.request_ids(request.messages, request.prompt),
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=1.0,
+            top_k=0 if request.temperature > 0 else 40,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+            grammar=grammar,
+            stream=stream,
+        )
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        replies = []
-        for request in requests:
-            tokens = self.request_ids(request.messages, request.prompt)
-            result = self.llm.create_completion(
-                prompt=tokens,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                top_p=1.0,
-                top_k=0 if request.temperature > 0 else 40,
-                stop=list(request.stop) or None,
-                seed=request.seed,
-            )
-            replies.append(cut_at_stop(result["choices"][0]["text"], request.stop))
-        return replies
+        return [cut_at_stop(self._completion(r)["choices"][0]["text"], r.stop) for r in requests]
+
+    def stream(self, request: GenerationRequest):
+        """Text pieces as llama.cpp produces them (stop strings are held back by llama-cpp-python)."""
+        for chunk in self._completion(request, stream=True):
+            text = chunk["choices"][0]["text"]
+            if text:
+                yield text
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         out = []

@@ -6,6 +6,8 @@ CYBERSECQWEN_OPENAI_MODEL, else the server's first listed model. The API key com
 
 from __future__ import annotations
 
+import json
+
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +63,7 @@ class OpenAIBackend:
                 top_p=1.0,
                 stop=list(request.stop) or None,
                 seed=request.seed,
+                **response_format(request.json_schema),
             )
         except self._openai.OpenAIError as exc:
             raise CybersecqwenError(f"server {self.info.model} failed: {exc}") from None
@@ -92,3 +95,12 @@ class OpenAIBackend:
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(self._score, requests))
+
+
+def response_format(json_schema: str | None) -> dict:
+    """The upstream enforces the schema itself (vLLM, llama.cpp server and OpenAI all accept this form)."""
+    if json_schema is None:
+        return {}
+    if json_schema == "{}":
+        return {"response_format": {"type": "json_object"}}
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "response", "schema": json.loads(json_schema)}}}

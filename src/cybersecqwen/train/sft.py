@@ -222,10 +222,18 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     check_disk(out, base)
     machine = machine_settings(recipe)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    dtype = torch.float32 if machine["use_cpu"] else (torch.bfloat16 if machine["bf16"] else torch.float16)
+    # The frozen base in bf16 (CPU too: 1.64x with padding-free vs the padded fp32-weights default, per-step losses
+    # within 0.02; BENCHMARKS.md); PEFT keeps the trainable LoRA matrices in fp32.
+    dtype = torch.bfloat16 if machine["bf16"] else (torch.float16 if machine["fp16"] else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=machine["attention"], dtype=dtype)
     targets = lora_targets(model, recipe)
     settings = recipe.train
+    padding_free = settings.padding_free and not settings.packing
+    if padding_free:
+        longest = json.loads((corpus / "manifest.json").read_text()).get("tokens", {}).get("max", 0)
+        if longest > settings.max_length:
+            raise CybersecqwenError(f"corpus {corpus} holds examples of {longest} tokens, over train.max_length "
+                                    f"{settings.max_length}; rebuild it with data.max_tokens <= {settings.max_length}")
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=settings.epochs,
@@ -236,8 +244,10 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         per_device_train_batch_size=settings.per_device_batch_size,
         per_device_eval_batch_size=settings.per_device_batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation,
-        max_length=settings.max_length,
+        # Padding-free batches are not truncated by TRL: the corpus' own length limit applies (checked above).
+        max_length=None if padding_free else settings.max_length,
         packing=settings.packing,
+        padding_free=padding_free,
         gradient_checkpointing=settings.gradient_checkpointing,
         optim=machine["optim"],
         bf16=machine["bf16"],
@@ -249,13 +259,14 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         eval_strategy="steps" if settings.eval_every and val_rows else "no",
         eval_steps=settings.eval_every,
         logging_steps=settings.logging_every,
-        include_num_input_tokens_seen="all",
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,  # the rich progress line replaces it
         report_to="none",
         seed=settings.seed,
         data_seed=settings.seed,
         dataset_num_proc=1,
-        # Batches of similar length waste little compute on padding (no cross-example attention involved).
-        train_sampling_strategy="group_by_length",
+        # Padded batches of similar length waste little compute; padding-free ones need no grouping.
+        train_sampling_strategy="random" if padding_free else "group_by_length",
     )
     peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                              target_modules=targets, task_type="CAUSAL_LM")

@@ -1,0 +1,176 @@
+"""`cybersecqwen run RECIPE`: data -> base eval -> train -> merge -> tuned eval -> export -> quantized eval -> scorecard.
+
+Each stage has a key: a hash of the recipe sections and upstream keys it depends on. A stage whose key matches
+its last finished run (recorded in OUT/pipeline.json) and whose output exists is skipped, so a rerun after a
+crash or a recipe change redoes only what changed. A stage that started with the same key but did not finish
+resumes (evals and training resume on their own); one started with another key starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from cybersecqwen import __version__
+from cybersecqwen.config import Recipe
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.io import write_json
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "eval-base", "train", "merge", "eval-tuned", "export", "eval-quant", "scorecard")
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False,
+                 references: Path | None = None, eval_limit: int | None = None, full: bool = False) -> None:
+        self.recipe, self.out, self.data_dir, self.download = recipe, out, data_dir, download
+        self.references = references
+        self.eval = recipe.eval.model_copy(update={"limit": None if full else (eval_limit or recipe.eval.limit)})
+        self.state_path = out / "pipeline.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
+        self.keys = self._keys()
+
+    # --- keys and outputs -----------------------------------------------------------------------------------
+    def _keys(self) -> dict[str, str]:
+        r = self.recipe
+        keys: dict[str, str] = {}
+        keys["data"] = digest("data", r.model.model_dump(), r.data.model_dump(), __version__)
+        keys["eval-base"] = digest("eval", r.model.model_dump(), self.eval.model_dump())
+        keys["train"] = digest("train", keys["data"], r.lora.model_dump(), r.train.model_dump())
+        keys["merge"] = digest("merge", keys["train"])
+        keys["eval-tuned"] = digest("eval", keys["merge"], self.eval.model_dump())
+        keys["export"] = digest("export", keys["merge"], r.export.model_dump())
+        keys["eval-quant"] = digest("eval", keys["export"], self.eval.model_dump())
+        references = self.references.read_bytes() if self.references and self.references.is_file() else b""
+        keys["scorecard"] = digest("scorecard", keys["eval-base"], keys["eval-tuned"], keys["eval-quant"],
+                                   hashlib.sha256(references).hexdigest())
+        return keys
+
+    def output(self, stage: str) -> Path:
+        return self.out / {"data": "corpus", "train": "train", "merge": "merged", "export": "gguf",
+                           "scorecard": "scorecard.md"}.get(stage, stage)
+
+    def current(self, stage: str) -> bool:
+        record = self.state["stages"].get(stage, {})
+        return record.get("finished") and record.get("key") == self.keys[stage] and self.output(stage).exists()
+
+    def save_state(self) -> None:
+        write_json(self.state_path, self.state)
+
+    # --- running --------------------------------------------------------------------------------------------
+    def run(self, start: str | None = None, until: str | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+        for name in (start, until):
+            if name is not None and name not in STAGES:
+                raise CybersecqwenError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
+        first = STAGES.index(start) if start else 0
+        last = STAGES.index(until) if until else len(STAGES) - 1
+        self.out.mkdir(parents=True, exist_ok=True)
+        done = {}
+        for index, stage in enumerate(STAGES):
+            if index > last:
+                break
+            forced = start is not None and index >= first
+            if index < first or (self.current(stage) and not forced):
+                if self.current(stage):
+                    progress(f"[{stage}] current, skipped")
+                    done[stage] = "skipped"
+                    continue
+                if index < first:
+                    raise CybersecqwenError(f"--from {start}: stage {stage} has no current output; run it first (drop --from)")
+            record = self.state["stages"].get(stage, {})
+            resuming = record.get("started") == self.keys[stage] and not record.get("finished") and not forced
+            if not resuming and self.output(stage).exists():
+                self.clear(stage)
+            self.state["stages"][stage] = {"key": self.keys[stage], "started": self.keys[stage], "finished": False}
+            self.save_state()
+            progress(f"[{stage}] {'resuming' if resuming else 'running'}")
+            began = time.perf_counter()
+            getattr(self, "stage_" + stage.replace("-", "_"))()
+            self.state["stages"][stage].update(finished=True, seconds=round(time.perf_counter() - began, 1),
+                                               peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2))
+            self.save_state()
+            done[stage] = "ran"
+        return done
+
+    def clear(self, stage: str) -> None:
+        path = self.output(stage)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    # --- stages ---------------------------------------------------------------------------------------------
+    def stage_data(self) -> None:
+        from cybersecqwen.corpus.build import build_corpus
+
+        build_corpus(self.recipe, self.output("data"), self.data_dir, self.download)
+
+    def base_model(self) -> str:
+        return self.recipe.model.base
+
+    def evaluate(self, model: str, stage: str) -> None:
+        from cybersecqwen.evaluate.runner import EvalConfig, run_eval
+        from cybersecqwen.tasks import get_task, parse_task_list
+
+        for protocol in self.eval.protocols:
+            tasks = {name: limit for name, limit in parse_task_list(self.eval.tasks).items()
+                     if protocol in get_task(name).protocols}
+            if not tasks:
+                continue
+            run_eval(EvalConfig(model=model, tasks=tasks, out=self.output(stage) / protocol, limit=self.eval.limit,
+                                protocol=protocol, mode=self.eval.mode, trials=self.eval.trials, max_tokens=self.eval.max_tokens,
+                                seed=self.eval.seed, data_dir=self.data_dir, download=self.download))
+
+    def stage_eval_base(self) -> None:
+        self.evaluate(self.base_model(), "eval-base")
+
+    def stage_train(self) -> None:
+        from cybersecqwen.train.sft import train
+
+        started = time.perf_counter()
+        summary = train(self.recipe, self.output("data"), self.output("train"))
+        if summary["interrupted"]:
+            raise CybersecqwenError("training was interrupted (checkpoint saved); rerun `cybersecqwen run` to resume")
+        self.state["train"] = {"wall_seconds": round(time.perf_counter() - started, 1), "steps": summary["global_step"],
+                               "tokens": summary["tokens_seen"], "train_loss": summary["train_loss"],
+                               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
+
+    def stage_merge(self) -> None:
+        from cybersecqwen.train.merge import merge
+
+        merge(self.output("train"), self.output("merge"))
+
+    def stage_eval_tuned(self) -> None:
+        self.evaluate(str(self.output("merge")), "eval-tuned")
+
+    def stage_export(self) -> None:
+        from cybersecqwen.export.quantize import parse_quants
+        from cybersecqwen.export.run import export_model
+
+        export = self.recipe.export
+        # The quantized file's quality is measured by the eval-quant stage on the same items as the others.
+        export_model(self.output("merge"), self.output("export"), parse_quants(export.quant), export.base_type, mcq_items=0)
+
+    def quant_file(self) -> Path:
+        report = json.loads((self.output("export") / "export-report.json").read_text())
+        quant = self.recipe.export.quant.split(",")[-1].strip().upper()
+        return self.output("export") / report["files"][quant]["path"]
+
+    def stage_eval_quant(self) -> None:
+        self.evaluate(str(self.quant_file()), "eval-quant")
+
+    def stage_scorecard(self) -> None:
+        from cybersecqwen.scorecard import write_scorecard
+
+        write_scorecard(self)

@@ -1,0 +1,206 @@
+"""The scorecard of `cybersecqwen run`: base vs tuned vs quantized on the same items, honestly read.
+
+Per task and protocol: each model's headline metric with its 95% CI, parse-failure rate and the trivial
+baseline of the answer key; paired tests (tuned vs base, quantized vs tuned); and the split of a change
+into *formatting* (fewer unparseable answers) and *knowledge* (accuracy on the items both models answered
+in a parseable way). Published reference numbers sit beside, only under the protocol that produced them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from cybersecqwen.evaluate.compare import compare_runs, load_references
+from cybersecqwen.io import atomic_path, write_json, write_text
+
+MODELS = (("base", "eval-base"), ("tuned", "eval-tuned"), ("quantized", "eval-quant"))
+
+
+def read_items(run_dir: Path) -> dict[str, dict[int, list[dict]]]:
+    out: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for line in (run_dir / "items.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            out[record["task"]][record["index"]].append(record)
+    return out
+
+
+def format_vs_knowledge(task_name: str, base: dict[int, list[dict]], tuned: dict[int, list[dict]]) -> dict[str, Any] | None:
+    """For right/wrong tasks: parse-failure change, and accuracy on the items both answered validly."""
+    from cybersecqwen.tasks import get_task
+
+    task = get_task(task_name)
+    if not task.is_binary():
+        return None
+    shared = sorted(set(base) & set(tuned))
+
+    def valid(records):
+        return all(r["kind"] != "invalid" for r in records)
+
+    def correct(records):
+        return sum(task.paired_value(r["stats"]) for r in records) / len(records)
+
+    both = [i for i in shared if valid(base[i]) and valid(tuned[i])]
+    answers = Counter(str(r["answer"]) for i in shared for r in tuned[i] if r["kind"] != "invalid")
+    top, top_count = answers.most_common(1)[0] if answers else (None, 0)
+    return {
+        "items": len(shared),
+        "parse_failures_base": sum(not valid(base[i]) for i in shared) / len(shared) if shared else None,
+        "parse_failures_tuned": sum(not valid(tuned[i]) for i in shared) / len(shared) if shared else None,
+        "both_parseable": len(both),
+        "accuracy_base_on_both": sum(correct(base[i]) for i in both) / len(both) if both else None,
+        "accuracy_tuned_on_both": sum(correct(tuned[i]) for i in both) / len(both) if both else None,
+        "tuned_most_common_answer": top,
+        "tuned_most_common_share": top_count / sum(answers.values()) if answers else None,
+    }
+
+
+def verdict(entry: dict[str, Any], higher_is_better: bool) -> str:
+    value, ci, baseline = entry.get("value"), entry.get("ci95"), entry.get("baseline")
+    if value is None or baseline is None or not ci:
+        return "n/a"
+    if higher_is_better:
+        return "clears the trivial baseline" if ci[0] > baseline else "does NOT clear the trivial baseline"
+    return "clears the trivial baseline" if ci[1] < baseline else "does NOT clear the trivial baseline"
+
+
+def build(pipeline) -> dict[str, Any]:
+    out = pipeline.out
+    card: dict[str, Any] = {"recipe": pipeline.recipe.name, "protocols": {}, "train": pipeline.state.get("train", {}),
+                            "stages": {k: v.get("seconds") for k, v in pipeline.state["stages"].items()}}
+    export_report = out / "gguf" / "export-report.json"
+    if export_report.is_file():
+        report = json.loads(export_report.read_text())
+        card["gguf"] = {name: entry["bytes"] for name, entry in report["files"].items()}
+    references = load_references(pipeline.references) if pipeline.references and pipeline.references.is_file() else []
+    for protocol in pipeline.eval.protocols:
+        runs = {label: out / folder / protocol for label, folder in MODELS if (out / folder / protocol / "report.json").is_file()}
+        if "base" not in runs:
+            continue
+        reports = {label: json.loads((path / "report.json").read_text()) for label, path in runs.items()}
+        items = {label: read_items(path) for label, path in runs.items()}
+        tasks = {}
+        for task_name, base_entry in reports["base"]["tasks"].items():
+            metric = base_entry["headline"][0]
+            row: dict[str, Any] = {"metric": metric, "higher_is_better": base_entry["higher_is_better"], "n_items": base_entry["n_items"],
+                                   "trivial_baseline": base_entry["trivial_baseline"]["sample"].get(metric),
+                                   "trivial_answer": base_entry["trivial_baseline"]["answer"], "models": {}}
+            for label, report in reports.items():
+                entry = report["tasks"].get(task_name)
+                if entry:
+                    model = {"value": entry["metrics"].get(metric), "ci95": entry["ci95"].get(metric),
+                             "parse_failure_rate": entry["metrics"].get("parse_failure_rate"), "baseline": row["trivial_baseline"]}
+                    model["verdict"] = verdict(model, row["higher_is_better"])
+                    row["models"][label] = model
+            for a, b in (("base", "tuned"), ("tuned", "quantized")):
+                if a in runs and b in runs:
+                    paired = compare_runs(runs[a], runs[b])["tasks"].get(task_name)
+                    if paired:
+                        row[f"{b}_vs_{a}"] = {k: paired.get(k) for k in ("difference_b_minus_a", "ci95", "p_value", "test")}
+            if "tuned" in items:
+                row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name])
+            row["references"] = [{"model": r["model"], "value": r["scores"][task_name], "source": r.get("source", "")}
+                                 for r in references if r["protocol"] == protocol and task_name in r["scores"]]
+            tasks[task_name] = row
+        card["protocols"][protocol] = tasks
+    return card
+
+
+def fmt(value, percent: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" if percent else f"{value:.2f}"
+
+
+def markdown(card: dict[str, Any], serve_hint: str) -> str:
+    lines = [f"# Scorecard: {card['recipe']}", "",
+             "Same seeded items for every model. 95% bootstrap CIs; paired tests on shared items (McNemar exact for",
+             "right/wrong tasks, Wilcoxon for scores). The trivial baseline is the answer key's most common answer.", ""]
+    for protocol, tasks in card["protocols"].items():
+        lines += [f"## Protocol: {protocol}", ""]
+        for task_name, row in tasks.items():
+            percent = not row["metric"].endswith("mad")
+            lines += [f"### {task_name} ({row['metric']}, {row['n_items']} items; trivial baseline "
+                      f"'{row['trivial_answer']}' = {fmt(row['trivial_baseline'], percent)})", "",
+                      "| model | value | 95% CI | parse failures | verdict |", "|---|---|---|---|---|"]
+            for label, model in row["models"].items():
+                ci = model["ci95"]
+                ci_text = f"[{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "n/a"
+                lines.append(f"| {label} | {fmt(model['value'], percent)} | {ci_text} | {fmt(model['parse_failure_rate'])} | {model['verdict']} |")
+            for key in ("tuned_vs_base", "quantized_vs_tuned"):
+                if key in row:
+                    d = row[key]
+                    ci = d["ci95"]
+                    lines.append(f"\n{key.replace('_', ' ')}: difference {fmt(d['difference_b_minus_a'], percent)}"
+                                 + (f" [{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "")
+                                 + f", p = {d['p_value']:.3g} ({d['test']})" if d.get("p_value") is not None else "")
+            split = row.get("format_vs_knowledge")
+            if split and split["items"]:
+                lines.append(
+                    f"\nFormatting vs knowledge: parse failures {fmt(split['parse_failures_base'])} -> {fmt(split['parse_failures_tuned'])}; "
+                    f"on the {split['both_parseable']} items both answered, accuracy {fmt(split['accuracy_base_on_both'])} -> "
+                    f"{fmt(split['accuracy_tuned_on_both'])}. The tuned model's most common answer is '{split['tuned_most_common_answer']}' "
+                    f"({fmt(split['tuned_most_common_share'])} of its answers)"
+                    + (": it has largely collapsed to one answer, so its accuracy mostly tracks that answer's share of the key."
+                       if (split['tuned_most_common_share'] or 0) >= 0.8 else "."))
+            if row["references"]:
+                lines.append("\nPublished under this protocol: " + "; ".join(f"{r['model']} {fmt(r['value'], percent)}" for r in row["references"]))
+            lines.append("")
+    train = card.get("train") or {}
+    if train:
+        lines += ["## Training cost", "", f"{train.get('steps')} steps, {train.get('tokens')} tokens, {train.get('wall_seconds')} s wall, "
+                  f"final train loss {fmt(train.get('train_loss'), False)}, peak RSS {train.get('peak_rss_gb')} GB.", ""]
+    if card.get("gguf"):
+        lines += ["## GGUF files", "", " · ".join(f"{name} {size / 1e6:.1f} MB" for name, size in card["gguf"].items()), ""]
+    lines += ["## Stage times (s)", "", " · ".join(f"{k} {v}" for k, v in card["stages"].items() if v is not None), "",
+              "## Serve the result", "", f"    {serve_hint}", ""]
+    return "\n".join(lines)
+
+
+def plot(card: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(p, t, row) for p, tasks in card["protocols"].items() for t, row in tasks.items()]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.8), squeeze=False)
+    colors = {"base": "#a5a5a5", "tuned": "#4472c4", "quantized": "#70ad47"}
+    for ax, (protocol, task_name, row) in zip(axes[0], panels):
+        for x, (label, model) in enumerate(row["models"].items()):
+            if model["value"] is None:
+                continue
+            ci = model["ci95"]
+            err = [[model["value"] - ci[0]], [ci[1] - model["value"]]] if ci else None
+            ax.bar([x], [model["value"]], yerr=err, capsize=5, color=colors[label], label=label)
+        if row["trivial_baseline"] is not None:
+            ax.axhline(row["trivial_baseline"], color="#c00000", linestyle="--", label="trivial baseline")
+        ax.set_xticks([])
+        ax.set_title(f"{task_name} · {protocol}\n{row['metric']}", fontsize=9)
+        if not row["metric"].endswith("mad"):
+            ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{card['recipe']}: base vs tuned vs quantized (95% CI)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_scorecard(pipeline) -> dict[str, Any]:
+    card = build(pipeline)
+    gguf = None
+    try:
+        gguf = pipeline.quant_file()
+    except (FileNotFoundError, KeyError):
+        pass
+    hint = f"cybersecqwen serve --model {gguf}" if gguf else f"cybersecqwen serve --model {pipeline.out / 'merged'}"
+    write_json(pipeline.out / "scorecard.json", card)
+    plot(card, pipeline.out / "scorecard.png")
+    write_text(pipeline.out / "scorecard.md", markdown(card, hint))
+    return card

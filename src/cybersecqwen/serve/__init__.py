@@ -1,0 +1,1 @@
+"""The local API server, its structured CTI service, batch enrichment and the analyst page."""

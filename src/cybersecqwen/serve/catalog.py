@@ -1,0 +1,92 @@
+"""The real catalogs every structured answer is checked against: CWE weaknesses and ATT&CK techniques.
+
+Only ids a defender may use are candidates: CWE entries that are not Deprecated/Obsolete and whose mapping
+usage is not Prohibited; ATT&CK techniques that are neither revoked nor deprecated (the parser drops those).
+A small TF-IDF index over names and descriptions proposes the shortlist the model then scores.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from cybersecqwen import sources
+
+WORD = re.compile(r"[a-z][a-z0-9]+")
+STOP = frozenset("the a an of to in and or for is are be by with on as that this from at it its can not which when "
+                 "an may into has have was were these those other than such use used using via".split())
+
+
+def words(text: str) -> list[str]:
+    return [w for w in WORD.findall(text.lower()) if w not in STOP]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    name: str
+    description: str
+    url: str
+    tactics: tuple[str, ...] = ()
+
+
+class Index:
+    """TF-IDF over entry names (counted three times) and descriptions; cosine-free dot product is enough to rank."""
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self.entries = entries
+        self.vectors: dict[str, Counter] = {}
+        document_frequency: Counter = Counter()
+        for key, entry in entries.items():
+            vector = Counter(words(entry.name) * 3 + words(entry.description[:600]))
+            self.vectors[key] = vector
+            document_frequency.update(vector.keys())
+        total = len(entries)
+        self.idf = {w: math.log((1 + total) / (1 + df)) + 1 for w, df in document_frequency.items()}
+
+    def search(self, text: str, k: int) -> list[str]:
+        query = Counter(words(text))
+        scored = []
+        for key, vector in self.vectors.items():
+            score = sum(query[w] * math.log1p(vector[w]) * self.idf.get(w, 0.0) ** 2 for w in query if w in vector)
+            if score > 0:
+                scored.append((score, key))
+        scored.sort(key=lambda pair: (-pair[0], pair[1]))
+        return [key for _, key in scored[:k]]
+
+    def overlap(self, key: str, text: str) -> float:
+        vector = self.vectors[key]
+        return sum(math.log1p(vector[w]) * self.idf.get(w, 0.0) for w in set(words(text)) if w in vector)
+
+
+@dataclass
+class Catalogs:
+    cwe: dict[str, Entry]
+    attack: dict[str, Entry]
+    tactics: dict[str, str]
+
+    def __post_init__(self) -> None:
+        self.cwe_index = Index(self.cwe)
+        self.attack_index = Index(self.attack)
+
+
+def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catalogs:
+    from cybersecqwen.corpus.sources.attack import parse_attack
+    from cybersecqwen.corpus.sources.cwe import parse_cwe_catalog
+
+    cwe_path = sources.resolve("mitre-cwe", "cwec_v4.14.xml", data_dir, download)
+    attack_path = sources.resolve("mitre-attack-enterprise", "enterprise-attack-v18.1.json.gz", data_dir, download)
+    cwe = {}
+    for weakness in parse_cwe_catalog(cwe_path).values():
+        if weakness.status in ("Deprecated", "Obsolete") or weakness.mapping_usage == "Prohibited":
+            continue
+        number = weakness.cwe_id.split("-")[1]
+        cwe[weakness.cwe_id] = Entry(weakness.cwe_id, weakness.name, weakness.description,
+                                     f"https://cwe.mitre.org/data/definitions/{number}.html")
+    attack = parse_attack(attack_path)
+    techniques = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics)
+                  for t in attack.techniques.values() if "." not in t.technique_id}
+    return Catalogs(cwe, techniques, dict(attack.tactics))

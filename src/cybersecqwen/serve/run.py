@@ -1,0 +1,67 @@
+"""Start the server: check the binding and the key, load the backend and the catalogs, run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.serve.app import ServerSettings, create_app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, api_key: str | None) -> None:
+    if not is_loopback(host) and not api_key:
+        raise CybersecqwenError(f"binding {host} exposes the model beyond this machine: set an API key (--api-key or "
+                                "CYBERSECQWEN_API_KEY), or bind 127.0.0.1")
+
+
+def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool):
+    if chat_only:
+        return None
+    from cybersecqwen.serve.catalog import load_catalogs
+    from cybersecqwen.serve.service import CtiService
+
+    try:
+        catalogs = load_catalogs(data_dir, download)
+    except CybersecqwenError as exc:
+        raise CybersecqwenError(f"the structured endpoints need the CWE and ATT&CK catalogs: {exc} (or pass --chat-only)") from None
+    return CtiService(backend, catalogs)
+
+
+def build_app(model: str, backend_kind: str, settings: ServerSettings, data_dir: Path | None = None, download: bool = False,
+              chat_only: bool = False):
+    from cybersecqwen.models import load_backend
+
+    if model == "embedded" and backend_kind == "auto":
+        backend_kind = "llamacpp"  # the shipped GGUF: single-stream speed is what a server needs (NOTES.md)
+    backend = load_backend(model, backend_kind, batch_size=1)
+    service = load_service(backend, data_dir, download, chat_only)
+    return create_app(backend, service, settings), backend
+
+
+def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerSettings, data_dir: Path | None = None,
+          download: bool = False, chat_only: bool = False) -> None:
+    import uvicorn
+
+    check_binding(host, settings.api_key)
+    with socket.socket() as probe:  # a clear error before loading a model, not a traceback after
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CybersecqwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    app, backend = build_app(model, backend_kind, settings, data_dir, download, chat_only)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        backend.close()

@@ -1,0 +1,114 @@
+"""Request and response bodies of the API (pydantic; they are the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TEXT = 20_000  # characters of one text field; the body limit is enforced before parsing
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT * 2)
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (top_p, n=1, user, ...)
+
+
+class ClassifyRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEXT, description="Vulnerability or weakness description")
+    top_k: int = Field(3, ge=1, le=10)
+
+
+class CweCandidate(BaseModel):
+    cwe_id: str
+    name: str
+    url: str
+    confidence: float
+    justification: str
+
+
+class ClassifyResponse(BaseModel):
+    candidates: list[CweCandidate]
+    needs_review: bool
+    method: str
+
+
+class CveMapRequest(BaseModel):
+    cve_id: str = Field(pattern=r"^CVE-\d{4}-\d{4,}$", description="e.g. CVE-2024-3094")
+    description: str = Field(min_length=1, max_length=MAX_TEXT)
+    top_k: int = Field(3, ge=1, le=10)
+
+
+class Cvss(BaseModel):
+    vector: str
+    base_score: float | None
+    confidence: float
+    metric_confidence: dict[str, float]
+
+
+class CveMapResponse(BaseModel):
+    cve_id: str
+    cwe: list[CweCandidate]
+    cvss: Cvss
+    needs_review: bool
+    method: str
+
+
+class AttackRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEXT, description="Threat report text")
+    max_techniques: int = Field(5, ge=1, le=20)
+
+
+class Technique(BaseModel):
+    technique_id: str
+    name: str
+    url: str
+    tactics: list[str]
+    evidence: str
+    confidence: float
+    needs_review: bool
+
+
+class AttackResponse(BaseModel):
+    techniques: list[Technique]
+    needs_review: bool
+    method: str
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=MAX_TEXT)
+    options: list[str] | None = Field(None, min_length=4, max_length=4, description="Exactly four options (A-D), or none")
+    max_tokens: int = Field(256, ge=1)
+
+
+class AskResponse(BaseModel):
+    answer: str
+    option: str | None = None
+    confidence: float | None
+    probabilities: dict[str, float] | None = None
+    needs_review: bool
+    note: str | None = None
