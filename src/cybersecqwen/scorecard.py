@@ -134,9 +134,10 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
                 if key in row:
                     d = row[key]
                     ci = d["ci95"]
-                    lines.append(f"\n{key.replace('_', ' ')}: difference {fmt(d['difference_b_minus_a'], percent)}"
-                                 + (f" [{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "")
-                                 + f", p = {d['p_value']:.3g} ({d['test']})" if d.get("p_value") is not None else "")
+                    text = f"\n{key.replace('_', ' ')}: difference {fmt(d['difference_b_minus_a'], percent)}"
+                    text += f" [{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else ""
+                    text += f", p = {d['p_value']:.3g} ({d['test']})" if d.get("p_value") is not None else ""
+                    lines.append(text)
             split = row.get("format_vs_knowledge")
             if split and split["items"]:
                 lines.append(

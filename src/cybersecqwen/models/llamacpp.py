@@ -81,9 +81,12 @@ class LlamaCppBackend:
             from llama_cpp.llama_grammar import JSON_GBNF
 
             # The grammar masks every token that would break the schema: the reply parses by construction.
-            with _quiet_stderr():
-                grammar = (LlamaGrammar.from_string(JSON_GBNF, verbose=False) if request.json_schema == "{}"
-                           else LlamaGrammar.from_json_schema(request.json_schema, verbose=False))
+            try:
+                with _quiet_stderr():
+                    grammar = (LlamaGrammar.from_string(JSON_GBNF, verbose=False) if request.json_schema == "{}"
+                               else LlamaGrammar.from_json_schema(request.json_schema, verbose=False))
+            except Exception as exc:  # noqa: BLE001 - any schema the converter rejects is the caller's error
+                raise CybersecqwenError(f"this JSON schema cannot be turned into a grammar: {str(exc)[:200]}") from None
         return self.llm.create_completion(
             prompt=self.request_ids(request.messages, request.prompt),
             max_tokens=request.max_tokens,
