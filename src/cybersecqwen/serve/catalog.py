@@ -57,9 +57,27 @@ class Index:
         scored.sort(key=lambda pair: (-pair[0], pair[1]))
         return [key for _, key in scored[:k]]
 
+    def shortlist(self, text: str, k: int, prior: tuple[str, ...]) -> list[str]:
+        """The k best lexical matches, topped up with commonly seen entries: the model always chooses among k,
+        so one lexical match alone never gets a confidence of 1 by default."""
+        chosen = self.search(text, k)
+        for key in list(prior) + sorted(self.entries):
+            if len(chosen) >= k:
+                break
+            if key in self.entries and key not in chosen:
+                chosen.append(key)
+        return chosen
+
     def overlap(self, key: str, text: str) -> float:
         vector = self.vectors[key]
         return sum(math.log1p(vector[w]) * self.idf.get(w, 0.0) for w in set(words(text)) if w in vector)
+
+
+# Top-ups for the shortlist: the 2023 CWE Top 25 and techniques most often reported in public CTI.
+COMMON_CWES = tuple(f"CWE-{n}" for n in (787, 79, 89, 416, 78, 20, 125, 22, 352, 434, 862, 476, 287, 190, 502, 77, 119,
+                                          798, 918, 306, 362, 269, 94, 863, 276))
+COMMON_TECHNIQUES = ("T1059", "T1566", "T1053", "T1105", "T1027", "T1055", "T1071", "T1082", "T1083", "T1003", "T1547",
+                     "T1021", "T1036", "T1070", "T1204", "T1190")
 
 
 @dataclass

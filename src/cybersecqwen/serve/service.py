@@ -17,7 +17,7 @@ from typing import Any
 
 from cybersecqwen.corpus.builders import METRIC_NAMES
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
-from cybersecqwen.serve.catalog import Catalogs
+from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
 from cybersecqwen.tasks.base import Item
@@ -51,6 +51,8 @@ class CtiService:
 
     # --- model access --------------------------------------------------------------------------------------
     def score(self, request: ChoiceRequest) -> list[float]:
+        if len(request.choices) == 1:  # a one-entry catalog: nothing to choose between
+            return [0.0]
         with self.lock:
             return self.backend.score_choices([request])[0]
 
@@ -61,7 +63,7 @@ class CtiService:
     # --- CWE -----------------------------------------------------------------------------------------------
     def rank_cwe(self, text: str, top_k: int, form: str) -> list[dict[str, Any]]:
         catalog = self.catalogs.cwe
-        candidates = self.catalogs.cwe_index.search(text, self.shortlist) or sorted(catalog)[: self.shortlist]
+        candidates = self.catalogs.cwe_index.shortlist(text, self.shortlist, COMMON_CWES)
         if form == "classify":  # the server's JSON form (task cwe-classify)
             messages = task_messages("cwe-classify", {"Text": text})
             request = ChoiceRequest(messages, tuple(f'{c}"' for c in candidates), prefix='{"cwe_id": "')
@@ -117,9 +119,7 @@ class CtiService:
     # --- ATT&CK extraction ---------------------------------------------------------------------------------
     def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float = 0.1) -> dict[str, Any]:
         catalog = self.catalogs.attack
-        candidates = self.catalogs.attack_index.search(text, self.shortlist)
-        if not candidates:
-            return {"techniques": [], "needs_review": True, "method": "no catalog technique matched the text"}
+        candidates = self.catalogs.attack_index.shortlist(text, self.shortlist, COMMON_TECHNIQUES)
         fields = {"Platform": "Enterprise", "Description": text,
                   "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
         messages = task_messages("cti-ate", fields)
