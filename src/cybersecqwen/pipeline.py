@@ -36,6 +36,7 @@ class Pipeline:
                  references: Path | None = None, eval_limit: int | None = None, full: bool = False) -> None:
         self.recipe, self.out, self.data_dir, self.download = recipe, out, data_dir, download
         self.references = references
+        self.full = full
         self.eval = recipe.eval.model_copy(update={"limit": None if full else (eval_limit or recipe.eval.limit)})
         self.state_path = out / "pipeline.json"
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {"stages": {}}
@@ -46,12 +47,12 @@ class Pipeline:
         r = self.recipe
         keys: dict[str, str] = {}
         keys["data"] = digest("data", r.model.model_dump(), r.data.model_dump(), __version__)
-        keys["eval-base"] = digest("eval", r.model.model_dump(), self.eval.model_dump())
+        keys["eval-base"] = digest("eval", r.model.model_dump(), self.eval.model_dump(), self.full)
         keys["train"] = digest("train", keys["data"], r.lora.model_dump(), r.train.model_dump())
         keys["merge"] = digest("merge", keys["train"])
-        keys["eval-tuned"] = digest("eval", keys["merge"], self.eval.model_dump())
+        keys["eval-tuned"] = digest("eval", keys["merge"], self.eval.model_dump(), self.full)
         keys["export"] = digest("export", keys["merge"], r.export.model_dump())
-        keys["eval-quant"] = digest("eval", keys["export"], self.eval.model_dump())
+        keys["eval-quant"] = digest("eval", keys["export"], self.eval.model_dump(), self.full)
         references = self.references.read_bytes() if self.references and self.references.is_file() else b""
         keys["scorecard"] = digest("scorecard", keys["eval-base"], keys["eval-tuned"], keys["eval-quant"],
                                    hashlib.sha256(references).hexdigest())
@@ -124,7 +125,8 @@ class Pipeline:
         from cybersecqwen.tasks import get_task, parse_task_list
 
         for protocol in self.eval.protocols:
-            tasks = {name: limit for name, limit in parse_task_list(self.eval.tasks).items()
+            # --full: every row of every task, per-task caps included.
+            tasks = {name: None if self.full else limit for name, limit in parse_task_list(self.eval.tasks).items()
                      if protocol in get_task(name).protocols}
             if not tasks:
                 continue

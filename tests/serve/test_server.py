@@ -160,3 +160,30 @@ def test_fuzzed_bodies_never_give_5xx(make_server):
         check()
     finally:
         http.close()
+
+
+def test_slow_requests_time_out_with_504(make_server):
+    server = make_server(timeout_s=0.05)
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        response = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Describe ransomware in detail."}],
+                                                           "max_tokens": 200})
+    assert response.status_code == 504 and "did not answer within" in response.json()["error"]["message"]
+
+
+def test_the_server_opens_no_outbound_connection(make_server, monkeypatch):
+    import socket
+
+    server = make_server()
+    destinations = []
+    original = socket.socket.connect
+
+    def recording(self, address):
+        destinations.append(address)
+        return original(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        assert http.post("/v1/cwe/classify", json={"text": "A buffer overflow in the parser."}).status_code == 200
+        assert http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}).status_code == 200
+    # The only connections made in this process are the test client's own, to the loopback server.
+    assert destinations and all(address[0] in ("127.0.0.1", "::1", "localhost") for address in destinations), destinations

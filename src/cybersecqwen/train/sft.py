@@ -273,6 +273,9 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(val_rows) if val_rows and settings.eval_every else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or [])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; metrics.jsonl and the rich line replace them
     return trainer, machine, base
 
 
