@@ -77,6 +77,7 @@ class Pipeline:
         first = STAGES.index(start) if start else 0
         last = STAGES.index(until) if until else len(STAGES) - 1
         self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "recipe.json", self.recipe.model_dump())  # what this folder was last run with
         done = {}
         for index, stage in enumerate(STAGES):
             if index > last:

@@ -28,7 +28,21 @@ def read_items(run_dir: Path) -> dict[str, dict[int, list[dict]]]:
     return out
 
 
-def format_vs_knowledge(task_name: str, base: dict[int, list[dict]], tuned: dict[int, list[dict]]) -> dict[str, Any] | None:
+def answer_chance(records: dict[int, list[dict]], gold: dict[int, Any]) -> float | None:
+    """Accuracy expected if the model's answers were independent of the questions: sum over answers of
+    (share of the model's answers) x (share of the key). A model that only shifted its answer distribution
+    toward the key's common answers scores about this much with no knowledge at all."""
+    answers = Counter(str(r["answer"]) for i in records for r in records[i] if r["kind"] != "invalid")
+    keys = Counter(str(gold[i]) for i in records if i in gold)
+    total_answers, total_keys = sum(answers.values()), sum(keys.values())
+    if not total_answers or not total_keys:
+        return None
+    valid_share = total_answers / sum(len(v) for v in records.values())
+    return valid_share * sum(count / total_answers * keys.get(answer, 0) / total_keys for answer, count in answers.items())
+
+
+def format_vs_knowledge(task_name: str, base: dict[int, list[dict]], tuned: dict[int, list[dict]],
+                        gold: dict[int, Any] | None = None) -> dict[str, Any] | None:
     """For right/wrong tasks: parse-failure change, and accuracy on the items both answered validly."""
     from cybersecqwen.tasks import get_task
 
@@ -55,7 +69,18 @@ def format_vs_knowledge(task_name: str, base: dict[int, list[dict]], tuned: dict
         "accuracy_tuned_on_both": sum(correct(tuned[i]) for i in both) / len(both) if both else None,
         "tuned_most_common_answer": top,
         "tuned_most_common_share": top_count / sum(answers.values()) if answers else None,
+        "base_answer_chance": answer_chance({i: base[i] for i in shared}, gold) if gold else None,
+        "tuned_answer_chance": answer_chance({i: tuned[i] for i in shared}, gold) if gold else None,
     }
+
+
+def gold_answers(pipeline, task_name: str) -> dict[int, Any]:
+    from cybersecqwen.tasks import get_task
+
+    try:
+        return {item.index: item.gold for item in get_task(task_name).load(pipeline.data_dir, pipeline.download)}
+    except Exception:  # noqa: BLE001 - the split is an extra; without the key it is left out
+        return {}
 
 
 def verdict(entry: dict[str, Any], higher_is_better: bool) -> str:
@@ -101,12 +126,19 @@ def build(pipeline) -> dict[str, Any]:
                     if paired:
                         row[f"{b}_vs_{a}"] = {k: paired.get(k) for k in ("difference_b_minus_a", "ci95", "p_value", "test")}
             if "tuned" in items:
-                row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name])
+                row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name],
+                                                                 gold_answers(pipeline, task_name))
             row["references"] = [{"model": r["model"], "value": r["scores"][task_name], "source": r.get("source", "")}
                                  for r in references if r["protocol"] == protocol and task_name in r["scores"]]
             tasks[task_name] = row
         card["protocols"][protocol] = tasks
     return card
+
+
+def points(model: dict | None, chance: float | None) -> str:
+    if not model or model.get("value") is None or chance is None:
+        return "n/a"
+    return f"{100 * (model['value'] - chance):+.1f} points"
 
 
 def fmt(value, percent: bool = True) -> str:
@@ -146,7 +178,12 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
                     f"{fmt(split['accuracy_tuned_on_both'])}. The tuned model's most common answer is '{split['tuned_most_common_answer']}' "
                     f"({fmt(split['tuned_most_common_share'])} of its answers)"
                     + (": it has largely collapsed to one answer, so its accuracy mostly tracks that answer's share of the key."
-                       if (split['tuned_most_common_share'] or 0) >= 0.8 else "."))
+                       if (split['tuned_most_common_share'] or 0) >= 0.8 else ".")
+                    + (f" Answering independently of the questions with the same answer distribution would score "
+                       f"{fmt(split['base_answer_chance'])} (base) and {fmt(split['tuned_answer_chance'])} (tuned), so accuracy above "
+                       f"that answer-bias level is {points(row['models'].get('base'), split['base_answer_chance'])} (base) and "
+                       f"{points(row['models'].get('tuned'), split['tuned_answer_chance'])} (tuned): only that part is knowledge."
+                       if split.get("tuned_answer_chance") is not None else ""))
             if row["references"]:
                 lines.append("\nPublished under this protocol: " + "; ".join(f"{r['model']} {fmt(r['value'], percent)}" for r in row["references"]))
             lines.append("")
