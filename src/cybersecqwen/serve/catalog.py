@@ -31,6 +31,7 @@ class Entry:
     description: str
     url: str
     tactics: tuple[str, ...] = ()
+    keywords: str = ""  # indexed like the name, not shown: ATT&CK sub-technique names fold into their technique
 
 
 class Index:
@@ -41,7 +42,7 @@ class Index:
         self.vectors: dict[str, Counter] = {}
         document_frequency: Counter = Counter()
         for key, entry in entries.items():
-            vector = Counter(words(entry.name) * 3 + words(entry.description[:600]))
+            vector = Counter(words(entry.name) * 3 + words(entry.keywords) * 2 + words(entry.description[:600]))
             self.vectors[key] = vector
             document_frequency.update(vector.keys())
         total = len(entries)
@@ -105,6 +106,11 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
         cwe[weakness.cwe_id] = Entry(weakness.cwe_id, weakness.name, weakness.description,
                                      f"https://cwe.mitre.org/data/definitions/{number}.html")
     attack = parse_attack(attack_path)
-    techniques = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics)
+    subs: dict[str, list[str]] = {}
+    for t in attack.techniques.values():
+        if "." in t.technique_id:
+            subs.setdefault(t.technique_id.split(".")[0], []).append(t.name)
+    # Main techniques only (the CTI-ATE level); "PowerShell" still finds T1059 through its sub-technique's name.
+    techniques = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics, " ".join(subs.get(t.technique_id, [])))
                   for t in attack.techniques.values() if "." not in t.technique_id}
     return Catalogs(cwe, techniques, dict(attack.tactics))
