@@ -55,10 +55,11 @@ def make_server(source_mirror, tmp_path):
         settings = ServerSettings(model_name="embedded", audit_log=tmp_path / "audit.jsonl", **overrides)
         app, backend = build_app("embedded", "auto", settings, data_dir=source_mirror)
         server = LiveServer(app).__enter__()
-        started.append((server, backend))
+        started.append((server, backend, app))
         return server
 
     yield make
-    for server, backend in started:
+    for server, backend, app in started:
         server.__exit__()
-        backend.close()
+        with app.state.model_lock:  # a timed-out request may still be finishing on the model
+            backend.close()

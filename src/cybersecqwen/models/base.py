@@ -17,6 +17,7 @@ class GenerationRequest:
     seed: int = 42
     prompt: str | None = None  # raw text for base models (few-shot); replaces the chat-formatted messages
     json_schema: str | None = None  # constrain the reply to this JSON schema ("{}": any JSON object)
+    deadline: float | None = None  # time.monotonic() after which generation stops (a server request's timeout)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -97,6 +98,7 @@ class LlamaCppBackend:
             seed=request.seed,
             grammar=grammar,
             stream=stream,
+            stopping_criteria=_past(request.deadline),
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
@@ -140,6 +142,15 @@ class LlamaCppBackend:
         pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(llm.n_vocab(),))
         return _log_softmax(logits.astype(np.float64))
+
+
+def _past(deadline: float | None):
+    """A llama.cpp stopping criterion: stop generating once the caller's deadline has passed."""
+    if deadline is None:
+        return None
+    from llama_cpp import StoppingCriteriaList
+
+    return StoppingCriteriaList([lambda input_ids, logits: time.monotonic() > deadline])
 
 
 @contextlib.contextmanager

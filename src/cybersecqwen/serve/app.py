@@ -82,6 +82,8 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
     # the structured endpoints take inside the service.
     model_lock = service.lock if service is not None else threading.Lock()
 
+    app.state.model_lock = model_lock  # whoever closes the backend takes it first: never free a model mid-request
+
     def locked(function: Callable[[], Any]) -> Callable[[], Any]:
         def run():
             with model_lock:
@@ -212,8 +214,10 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
             schema = json.dumps(body.response_format.json_schema.schema_)
         elif body.response_format and body.response_format.type == "json_object":
             schema = "{}"
+        # The deadline stops llama.cpp mid-generation when the request times out, freeing the model for the queue.
         request = GenerationRequest([m.model_dump() for m in body.messages], max_tokens, body.temperature, stop,
-                                    body.seed if body.seed is not None else 42, json_schema=schema)
+                                    body.seed if body.seed is not None else 42, json_schema=schema,
+                                    deadline=time.monotonic() + settings.timeout_s)
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.stream:
             return await stream_chat(request, completion_id, created)

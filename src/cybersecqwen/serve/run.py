@@ -64,4 +64,5 @@ def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerS
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
-        backend.close()
+        with app.state.model_lock:  # a timed-out request may still be finishing on the model
+            backend.close()
