@@ -75,7 +75,7 @@ class TrainSettings(Strict):
     gradient_checkpointing: bool = False
     packing: bool = False
     # Concatenate each batch into one row (no padding tokens computed); the model's block-diagonal mask keeps
-    # examples from attending to each other. Measured 1.46x the padded default on this CPU, same losses.
+    # examples from attending to each other. With the bf16 frozen base: median 1.62x the padded default here.
     padding_free: bool = True
     checkpoint_every: int = Field(50, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
