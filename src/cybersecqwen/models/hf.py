@@ -92,11 +92,11 @@ class HFBackend:
             raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
         return self.encode(self.prompt_text(messages) + suffix)
 
-    # --- generation ---------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    # --- generation ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         if any(r.json_schema is not None for r in requests):
             raise CybersecqwenError("JSON-constrained replies (response_format) need the GGUF backend (llama.cpp grammars); "
