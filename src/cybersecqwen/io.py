@@ -25,6 +25,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def require_free_space(folder: Path, needed: int, hint: str = "") -> None:
+    """Refuse, before any work, to start writing what would not fit (creates `folder` to measure it)."""
+    import shutil
+
+    from cybersecqwen.errors import CybersecqwenError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise CybersecqwenError(f"not enough disk at {folder}: {free / 1e9:.1f} GB free, about {needed / 1e9:.1f} GB needed"
+                                + (f"; {hint}" if hint else ""))
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """A YAML file a user wrote (recipe, references); a missing or broken one is a user error."""
     import yaml

@@ -136,7 +136,7 @@ def test_bad_inputs_get_clear_errors(embedded_dir, tmp_path, monkeypatch):
 
     class Full:
         free = 1000
-    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda path: Full())
+    monkeypatch.setattr("shutil.disk_usage", lambda path: Full())
     with pytest.raises(CybersecqwenError, match="not enough disk"):
         convert(embedded_dir, tmp_path / "x.gguf")
     monkeypatch.undo()

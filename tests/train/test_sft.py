@@ -125,7 +125,7 @@ def test_not_enough_disk_is_refused_before_the_model_loads(corpus, tmp_path, mon
 
     class Full:
         free = 10_000_000  # 10 MB: less than three copies of the 540 MB embedded weights
-    monkeypatch.setattr(sft.shutil, "disk_usage", lambda path: Full())
+    monkeypatch.setattr("shutil.disk_usage", lambda path: Full())
     loaded = []
     monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: loaded.append(a))
     with pytest.raises(CybersecqwenError, match=r"not enough disk at .*0.0 GB free, about 1.6 GB needed"):

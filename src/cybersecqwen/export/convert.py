@@ -9,7 +9,6 @@ stored as F32/F16/BF16/Q8_0 -> one atomic write (a half-written GGUF never appea
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.io import atomic_path
+from cybersecqwen.io import atomic_path, require_free_space
 
 # HF class -> (gguf architecture, whether q/k rows need llama's rotary permutation).
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "Qwen3ForCausalLM": ("qwen3", False)}
@@ -60,14 +59,6 @@ def estimated_bytes(source: Source, out_type: str) -> int:
     weights = sum(f.stat().st_size for f in source.path.glob("*.safetensors"))
     stored = 4 if source.config.get("torch_dtype", source.config.get("dtype")) == "float32" else 2
     return int(weights / stored * bits / 8) + 50_000_000
-
-
-def check_disk(target: Path, needed: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(target.parent).free
-    if free < needed:
-        raise CybersecqwenError(f"not enough disk at {target.parent}: {free / 1e9:.2f} GB free, about {needed / 1e9:.2f} GB "
-                                "needed for this GGUF; free some space or pass another --out")
 
 
 def pre_tokenizer_name(tokenizer_json: dict) -> str:
@@ -182,7 +173,7 @@ def convert(model_dir: Path, out_file: Path, out_type: str = "F16", metadata: di
         raise CybersecqwenError(f"output type {out_type} cannot be written directly; choose one of {', '.join(OUT_TYPES)} "
                                 "(other quantizations go through `--quant`)")
     source = open_source(model_dir)
-    check_disk(out_file, estimated_bytes(source, out_type))
+    require_free_space(out_file.parent, estimated_bytes(source, out_type), "free some space or pass another --out")
     file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
                  "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[out_type]
     metadata = metadata or {}

@@ -12,7 +12,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 from cybersecqwen.config import Recipe
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.io import write_json
+from cybersecqwen.io import require_free_space, write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +77,8 @@ def check_tokenizer_match(corpus: Path, base: Path, recipe: Recipe) -> None:
 
 
 def check_disk(out: Path, base: Path) -> None:
-    needed = 3 * sum(f.stat().st_size for f in base.glob("*.safetensors"))  # checkpoints + adapter + merge room
-    out.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out).free
-    if free < needed:
-        raise CybersecqwenError(f"not enough disk at {out}: {free / 1e9:.1f} GB free, about {needed / 1e9:.1f} GB needed")
+    # Room for checkpoints, the adapter and a merged copy of the model.
+    require_free_space(out, 3 * sum(f.stat().st_size for f in base.glob("*.safetensors")))
 
 
 def lora_targets(model, recipe: Recipe) -> list[str] | str:
