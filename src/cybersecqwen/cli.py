@@ -228,12 +228,11 @@ def export_gguf_command(
     download: bool = Download,
 ) -> None:
     """Convert, check parity with transformers (fails if it breaks), quantize, measure each file on CTI-MCQ."""
-    from cybersecqwen.export.quantize import parse_quants, quantize
+    from cybersecqwen.export.quantize import check_imatrix, parse_quants
     from cybersecqwen.export.run import export_model
 
     quants = parse_quants(quant)
-    if imatrix is not None:
-        quantize(Path("/nonexistent"), out / "x.gguf", quants[0] if quants else "Q4_K_M", imatrix)  # raises the reason
+    check_imatrix(imatrix)
     if str(model) == "embedded":
         from cybersecqwen.models.embedded import embedded_hf_dir
 
@@ -322,15 +321,11 @@ def enrich_command(
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
-    from cybersecqwen.models import load_backend
-    from cybersecqwen.serve.enrich import TASKS, enrich
-    from cybersecqwen.serve.run import load_service
+    from cybersecqwen.serve.enrich import check_arguments, enrich
+    from cybersecqwen.serve.run import load_service, serving_backend
 
-    if task not in TASKS:
-        raise CybersecqwenError(f"--task must be one of {', '.join(TASKS)}")
-    if not source.is_file():
-        raise CybersecqwenError(f"--in {source} does not exist")
-    loaded = load_backend(model, "llamacpp" if model == "embedded" and backend == "auto" else backend, batch_size=1)
+    check_arguments(source, out, task)
+    loaded = serving_backend(model, backend)
     try:
         counts = enrich(load_service(loaded, data_dir, download, False), source, out, field, task, stix)
     finally:

@@ -27,17 +27,21 @@ def parse_quants(text: str) -> list[str]:
     return names
 
 
+def check_imatrix(imatrix: Path | None) -> None:
+    if imatrix is not None:
+        # llama.cpp's quantizer takes the importance matrix as an in-memory C++ map that only its own
+        # `llama-quantize` tool builds; the Python bindings cannot pass one.
+        raise CybersecqwenError("an importance matrix cannot be applied through llama-cpp-python's bindings; quantize "
+                                "with llama.cpp's `llama-quantize --imatrix FILE` instead, or leave --imatrix out")
+
+
 def quantize(source: Path, out_file: Path, quant: str, imatrix: Path | None = None, threads: int | None = None) -> Path:
     """Quantize an F16/BF16/F32 GGUF into `out_file` (atomically)."""
     import llama_cpp
 
     if quant not in QUANT_TYPES:
         raise CybersecqwenError(f"unknown quantization {quant}; choose from {', '.join(QUANT_TYPES)}")
-    if imatrix is not None:
-        # llama.cpp's quantizer takes the importance matrix as an in-memory C++ map that only its own
-        # `llama-quantize` tool builds; the Python bindings cannot pass one.
-        raise CybersecqwenError("an importance matrix cannot be applied through llama-cpp-python's bindings; quantize "
-                                "with llama.cpp's `llama-quantize --imatrix FILE` instead, or leave --imatrix out")
+    check_imatrix(imatrix)
     if not source.is_file():
         raise CybersecqwenError(f"{source} does not exist; convert the model to F16 first")
     params = llama_cpp.llama_model_quantize_default_params()

@@ -51,13 +51,18 @@ def enrich_record(service: CtiService, line: str, field: str, task: str) -> dict
     return record
 
 
-def enrich(service: CtiService, source: Path, out: Path, field: str, task: str, stix: Path | None = None) -> dict[str, int]:
+def check_arguments(source: Path, out: Path, task: str) -> None:
+    """The user's mistakes, named before a model is loaded."""
     if task not in TASKS:
         raise CybersecqwenError(f"--task must be one of {', '.join(TASKS)}")
     if not source.is_file():
         raise CybersecqwenError(f"--in {source} does not exist")
     if out.resolve() == source.resolve():
         raise CybersecqwenError("--out must differ from --in")
+
+
+def enrich(service: CtiService, source: Path, out: Path, field: str, task: str, stix: Path | None = None) -> dict[str, int]:
+    check_arguments(source, out, task)
     total = sum(1 for _ in source.open("rb"))
     done = completed_lines(out)
     if done > total:

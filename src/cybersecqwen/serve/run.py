@@ -38,13 +38,17 @@ def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool
     return CtiService(backend, catalogs)
 
 
-def build_app(model: str, backend_kind: str, settings: ServerSettings, data_dir: Path | None = None, download: bool = False,
-              chat_only: bool = False):
+def serving_backend(model: str, backend_kind: str):
     from cybersecqwen.models import load_backend
 
     if model == "embedded" and backend_kind == "auto":
         backend_kind = "llamacpp"  # the shipped GGUF: single-stream speed is what a server needs (NOTES.md)
-    backend = load_backend(model, backend_kind, batch_size=1)
+    return load_backend(model, backend_kind, batch_size=1)
+
+
+def build_app(model: str, backend_kind: str, settings: ServerSettings, data_dir: Path | None = None, download: bool = False,
+              chat_only: bool = False):
+    backend = serving_backend(model, backend_kind)
     service = load_service(backend, data_dir, download, chat_only)
     return create_app(backend, service, settings), backend
 
