@@ -14,6 +14,7 @@ connection of its own (the `openai:` backend talks only to the upstream the oper
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import threading
@@ -99,6 +100,26 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
             with settings.audit_log.open("a", encoding="utf-8") as handle:
                 handle.write(line)
 
+    def too_large() -> JSONResponse:
+        return JSONResponse(error_body(f"request body over {settings.max_body_bytes} bytes", "request_too_large", 413), 413)
+
+    def admit() -> None:
+        """429 when the queue is full; checked when a request arrives, before any of its work starts."""
+        if state["in_flight"] >= settings.max_queue:
+            raise ApiError(429, f"server busy: {settings.max_queue} requests queued; retry shortly", "rate_limit_error",
+                           {"Retry-After": "1"})
+
+    @contextlib.contextmanager
+    def occupied():
+        """One queue slot, held while the request waits for or runs on the model."""
+        state["in_flight"] += 1
+        metrics.queue.set(state["in_flight"])
+        try:
+            yield
+        finally:
+            state["in_flight"] -= 1
+            metrics.queue.set(state["in_flight"])
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         started = time.perf_counter()
@@ -111,14 +132,14 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
         except ValueError:
             length = settings.max_body_bytes + 1
         if length > settings.max_body_bytes:
-            response = JSONResponse(error_body(f"request body over {settings.max_body_bytes} bytes", "request_too_large", 413), 413)
+            response = too_large()
         elif settings.api_key and path not in PUBLIC_PATHS and not authorized(request, settings.api_key):
             response = JSONResponse(error_body("missing or wrong API key (Authorization: Bearer KEY)", "authentication_error", 401),
                                     401, headers={"WWW-Authenticate": "Bearer"})
         else:
             body = await request.body()
             if len(body) > settings.max_body_bytes:  # chunked bodies carry no content-length
-                response = JSONResponse(error_body(f"request body over {settings.max_body_bytes} bytes", "request_too_large", 413), 413)
+                response = too_large()
             else:
                 response = await call_next(request)
         response.headers["x-request-id"] = request_id
@@ -153,20 +174,14 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
 
     async def on_model(function: Callable[[], Any]) -> Any:
         """Run one model job: bounded queue (429), timeout (504), user errors (400)."""
-        if state["in_flight"] >= settings.max_queue:
-            raise ApiError(429, f"server busy: {settings.max_queue} requests queued; retry shortly", "rate_limit_error",
-                           {"Retry-After": "1"})
-        state["in_flight"] += 1
-        metrics.queue.set(state["in_flight"])
-        try:
-            return await asyncio.wait_for(run_in_threadpool(function), timeout=settings.timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(504, f"the model did not answer within {settings.timeout_s:.0f} s", "timeout") from None
-        except CybersecqwenError as exc:
-            raise ApiError(400, str(exc)) from None
-        finally:
-            state["in_flight"] -= 1
-            metrics.queue.set(state["in_flight"])
+        admit()
+        with occupied():
+            try:
+                return await asyncio.wait_for(run_in_threadpool(function), timeout=settings.timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(504, f"the model did not answer within {settings.timeout_s:.0f} s", "timeout") from None
+            except CybersecqwenError as exc:
+                raise ApiError(400, str(exc)) from None
 
     def need_service() -> CtiService:
         if service is None:
@@ -234,9 +249,7 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
                           "total_tokens": prompt_tokens + completion_tokens}}
 
     async def stream_chat(request: GenerationRequest, completion_id: str, created: int):
-        if state["in_flight"] >= settings.max_queue:
-            raise ApiError(429, f"server busy: {settings.max_queue} requests queued; retry shortly", "rate_limit_error",
-                           {"Retry-After": "1"})
+        admit()
         pieces: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -256,28 +269,26 @@ def create_app(backend, service: CtiService | None, settings: ServerSettings) ->
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events():
-            state["in_flight"] += 1
-            metrics.queue.set(state["in_flight"])
-            task = asyncio.ensure_future(run_in_threadpool(produce))
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                produced = 0
-                while True:
-                    piece = await asyncio.wait_for(pieces.get(), timeout=settings.timeout_s)
-                    if piece is None:
-                        break
-                    if isinstance(piece, Exception):
-                        yield f"data: {json.dumps(error_body('generation failed', 'server_error', 500))}\n\n"
-                        break
-                    produced += 1
-                    yield chunk({"content": piece})
-                metrics.tokens.inc(produced)
-                yield chunk({}, "stop")
-                yield "data: [DONE]\n\n"
-            finally:
-                await task
-                state["in_flight"] -= 1
-                metrics.queue.set(state["in_flight"])
+            # The slot is taken inside the generator: a client gone before the body starts never holds one.
+            with occupied():
+                task = asyncio.ensure_future(run_in_threadpool(produce))
+                try:
+                    yield chunk({"role": "assistant", "content": ""})
+                    produced = 0
+                    while True:
+                        piece = await asyncio.wait_for(pieces.get(), timeout=settings.timeout_s)
+                        if piece is None:
+                            break
+                        if isinstance(piece, Exception):
+                            yield f"data: {json.dumps(error_body('generation failed', 'server_error', 500))}\n\n"
+                            break
+                        produced += 1
+                        yield chunk({"content": piece})
+                    metrics.tokens.inc(produced)
+                    yield chunk({}, "stop")
+                    yield "data: [DONE]\n\n"
+                finally:
+                    await task
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
