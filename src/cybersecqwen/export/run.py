@@ -109,8 +109,8 @@ def mcq_quality(out: Path, files: dict, base_type: str, items: int, data_dir: Pa
         task = report["tasks"]["cti-mcq"]
         results[name] = {"accuracy": task["metrics"]["accuracy"], "ci95": task["ci95"]["accuracy"],
                          "parse_failure_rate": task["metrics"].get("parse_failure_rate", 0.0)}
-        picks[name] = {json.loads(line)["index"]: json.loads(line).get("answer")
-                       for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()}
+        records = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
+        picks[name] = {record["index"]: record.get("answer") for record in records}
     for name in results:
         same = [picks[name][i] == picks[base_type].get(i) for i in picks[name]]
         results[name]["top1_agreement_with_" + base_type.lower()] = sum(same) / len(same) if same else None

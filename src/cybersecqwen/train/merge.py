@@ -38,9 +38,10 @@ def merge(run_dir: Path, out: Path) -> Path:
     try:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "README.md").write_text(model_card(run_dir, summary), encoding="utf-8")
+        facts = provenance(run_dir, summary)
+        (staging / "README.md").write_text(model_card(facts, summary), encoding="utf-8")
         # Machine-readable provenance: `cybersecqwen export` writes it into the GGUF metadata.
-        (staging / "cybersecqwen.json").write_text(json.dumps(provenance(run_dir, summary), indent=2), encoding="utf-8")
+        (staging / "cybersecqwen.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -51,31 +52,29 @@ def merge(run_dir: Path, out: Path) -> Path:
 
 
 def provenance(run_dir: Path, summary: dict) -> dict:
+    """What the model card states and `export` writes into GGUF metadata: recipe, hashes, eval headlines."""
     corpus_manifest = Path(summary["corpus"]) / "manifest.json"
     evals = {}
     for report in sorted(run_dir.glob("*/report.json")):
         data = json.loads(report.read_text())
-        evals[report.parent.name] = {task: {entry["headline"][0]: entry["metrics"].get(entry["headline"][0])}
-                                     for task, entry in data["tasks"].items()}
+        evals[report.parent.name] = {"protocol": data["protocol"]["name"],
+                                     "scores": {task: {entry["headline"][0]: entry["metrics"].get(entry["headline"][0])}
+                                                for task, entry in data["tasks"].items()}}
     return {"recipe": summary["recipe"], "base": summary["base"],
             "recipe_sha256": summary.get("recipe_sha256"),
             "corpus_manifest_sha256": hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else None,
             "eval": evals or None}
 
 
-def model_card(run_dir: Path, summary: dict) -> str:
-    corpus_manifest = Path(summary["corpus"]) / "manifest.json"
-    corpus_hash = hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else "unknown"
+def model_card(facts: dict, summary: dict) -> str:
     lines = [f"# {summary['recipe']} (LoRA merged into {Path(summary['base']).name})", "",
              "A cybersecqwen fine-tune for defensive cyber threat intelligence. Outputs need human review; not for",
              "exploit generation or unattended security decisions.", "",
              f"- base model: `{summary['base']}`",
              f"- recipe: `{summary['recipe']}`; steps {summary['global_step']}, final train loss {summary['train_loss']:.4f}",
-             f"- corpus manifest sha256: `{corpus_hash}`",
+             f"- corpus manifest sha256: `{facts['corpus_manifest_sha256'] or 'unknown'}`",
              f"- training machine settings: `{json.dumps(summary['machine'])}`"]
-    for report in sorted(run_dir.glob("*/report.json")):
-        data = json.loads(report.read_text())
-        scores = ", ".join(f"{task} {entry['headline'][0]} {entry['metrics'].get(entry['headline'][0])}"
-                           for task, entry in data["tasks"].items())
-        lines.append(f"- eval ({data['protocol']['name']}, {report.parent.name}): {scores}")
+    for run, result in (facts["eval"] or {}).items():
+        scores = ", ".join(f"{task} {metric} {value}" for task, entry in result["scores"].items() for metric, value in entry.items())
+        lines.append(f"- eval ({result['protocol']}, {run}): {scores}")
     return "\n".join(lines) + "\n"
