@@ -79,17 +79,14 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "recipe.json", self.recipe.model_dump())  # what this folder was last run with
         done = {}
-        for index, stage in enumerate(STAGES):
-            if index > last:
-                break
-            forced = start is not None and index >= first
-            if index < first or (self.current(stage) and not forced):
-                if self.current(stage):
-                    progress(f"[{stage}] current, skipped")
-                    done[stage] = "skipped"
-                    continue
-                if index < first:
-                    raise CybersecqwenError(f"--from {start}: stage {stage} has no current output; run it first (drop --from)")
+        for index, stage in enumerate(STAGES[: last + 1]):
+            forced = start is not None and index >= first  # --from redoes this stage even when current
+            if not forced and self.current(stage):
+                progress(f"[{stage}] current, skipped")
+                done[stage] = "skipped"
+                continue
+            if index < first:
+                raise CybersecqwenError(f"--from {start}: stage {stage} has no current output; run it first (drop --from)")
             record = self.state["stages"].get(stage, {})
             resuming = record.get("started") == self.keys[stage] and not record.get("finished") and not forced
             if not resuming and self.output(stage).exists():

@@ -101,6 +101,7 @@ def build(pipeline) -> dict[str, Any]:
         report = json.loads(export_report.read_text())
         card["gguf"] = {name: entry["bytes"] for name, entry in report["files"].items()}
     references = load_references(pipeline.references) if pipeline.references and pipeline.references.is_file() else []
+    gold: dict[str, dict[int, Any]] = {}  # each task's answer key, read once for all protocols
     for protocol in pipeline.eval.protocols:
         runs = {label: out / folder / protocol for label, folder in MODELS if (out / folder / protocol / "report.json").is_file()}
         if "base" not in runs:
@@ -126,8 +127,10 @@ def build(pipeline) -> dict[str, Any]:
                     if paired:
                         row[f"{b}_vs_{a}"] = {k: paired.get(k) for k in ("difference_b_minus_a", "ci95", "p_value", "test")}
             if "tuned" in items:
+                if task_name not in gold:
+                    gold[task_name] = gold_answers(pipeline, task_name)
                 row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name],
-                                                                 gold_answers(pipeline, task_name))
+                                                                 gold[task_name])
             row["references"] = [{"model": r["model"], "value": r["scores"][task_name], "source": r.get("source", "")}
                                  for r in references if r["protocol"] == protocol and task_name in r["scores"]]
             tasks[task_name] = row

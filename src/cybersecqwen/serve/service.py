@@ -17,7 +17,7 @@ from typing import Any
 
 from cybersecqwen.corpus.builders import METRIC_NAMES
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
-from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
+from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs, words
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
 from cybersecqwen.tasks.base import Item
@@ -82,8 +82,7 @@ class CtiService:
 
     def justification(self, key: str, text: str, probability: float, shortlist: int, kind: str) -> str:
         index = self.catalogs.cwe_index if kind == "cwe" else self.catalogs.attack_index
-        shared = sorted({w for w in re.findall(r"[a-z][a-z0-9]+", text.lower()) if w in index.vectors[key] and index.idf.get(w, 0) > 2},
-                        key=lambda w: -index.idf[w])[:5]
+        shared = sorted({w for w in words(text) if w in index.vectors[key] and index.idf.get(w, 0) > 2}, key=lambda w: -index.idf[w])[:5]
         because = f"terms shared with the catalog entry: {', '.join(shared)}" if shared else "no distinctive terms shared with the catalog entry"
         return f"model probability {probability:.2f} among {shortlist} catalog candidates; {because}"
 
