@@ -12,7 +12,6 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
 
 from cybersecqwen.errors import CybersecqwenError
 
@@ -80,34 +79,15 @@ def compare_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Paired per-task differences (B - A) with 95% CIs and McNemar / Wilcoxon p-values."""
-    from cybersecqwen.evaluate.compare import compare_runs
-    from cybersecqwen.evaluate.report import fmt
+    from cybersecqwen.evaluate.compare import compare_runs, comparison_table
 
     result = compare_runs(run_a, run_b, references)
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    references = result.get("references", [])
-    same = [r for r in references if r["protocol"] == result["protocol"]]
-    table = Table(title=f"B - A · protocol {result['protocol']} · A={result['model_a']} · B={result['model_b']}")
-    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p", *(r["model"] for r in same)):
-        table.add_column(column)
-    for name, entry in result["tasks"].items():
-        metric = entry["metric"]
-        ci = entry["ci95"]
-        scale = 1 if metric.endswith("mad") else 100
-        published = [fmt(float(r["scores"][name]), metric) if name in r["scores"] else "" for r in same]
-        table.add_row(name, metric, str(entry["n_shared_items"]), fmt(entry["a"], metric), fmt(entry["b"], metric),
-                      f"{scale * (entry['difference_b_minus_a'] or 0):+.2f}{'' if scale == 1 else ' pts'}",
-                      f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}",
-                      *published)
-    # Piped output gets a wide console: a table squeezed to 80 columns is unreadable in logs.
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
-    for reference in same:
-        print(f"{reference['model']}: {reference.get('source', 'no source given')}")
-    for reference in (r for r in references if r["protocol"] != result["protocol"]):
-        scores = ", ".join(f"{k} {v}" for k, v in reference["scores"].items())
-        print(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
+    table, notes = comparison_table(result)
+    print_table(table)
+    print("\n".join(notes))
 
 
 @app.command("train")
@@ -120,16 +100,9 @@ def train_command(
 ) -> None:
     """LoRA fine-tune the recipe's base model; rerunning on the same folder resumes from its last checkpoint."""
     from cybersecqwen.config import load_recipe
-    from cybersecqwen.corpus.build import build_corpus
-    from cybersecqwen.train.sft import train
+    from cybersecqwen.pipeline import train_with_corpus
 
-    loaded = load_recipe(recipe)
-    corpus = corpus or out / "corpus"
-    if not (corpus / "manifest.json").is_file():
-        if corpus.exists() and any(corpus.iterdir()):
-            raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
-        build_corpus(loaded, corpus, data_dir)
-    summary = train(loaded, corpus, out, max_steps)
+    summary = train_with_corpus(load_recipe(recipe), out, corpus, max_steps, data_dir)
     state = "stopped early (checkpoint saved; rerun to resume)" if summary["interrupted"] else "done"
     print(f"{out}: {state} at step {summary['global_step']}, train loss {summary['train_loss']:.4f}")
 
@@ -165,12 +138,9 @@ def data_build(
 @data_app.command("stats")
 def data_stats(corpus: Path = typer.Argument(..., help="A folder made by `data build`.")) -> None:
     """Summarise a built corpus: counts by task and source, dropped examples, tokens."""
-    manifest_path = corpus / "manifest.json"
-    if not manifest_path.is_file():
-        raise CybersecqwenError(f"{corpus} is not a corpus folder (no manifest.json); build one with `cybersecqwen data build`")
-    from cybersecqwen.corpus.datacard import render_datacard
+    from cybersecqwen.corpus.datacard import corpus_stats
 
-    print(render_datacard(json.loads(manifest_path.read_text(encoding="utf-8"))))
+    print(corpus_stats(corpus))
 
 
 @data_app.command("audit")
@@ -180,44 +150,23 @@ def data_audit(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Overlap of a training file with every CTI-Bench split (13-gram, 5-gram, CVE id, URL)."""
-    from cybersecqwen.corpus.audit import audit_file
+    from cybersecqwen.corpus.audit import audit_file, audit_table
 
     result = audit_file(file, data_dir)
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table(title=f"{file}: {result['examples_overlapping_any_split']} of {result['examples']} examples overlap CTI-Bench")
-    for column in ("split", "examples overlapping", "items hit", "share of the split", "by reason"):
-        table.add_column(column)
-    for split, entry in result["splits"].items():
-        reasons = ", ".join(f"{k} {v}" for k, v in entry["by_reason"].items())
-        table.add_row(split, str(entry["examples_overlapping"]), f"{entry['items_hit']}/{entry['items_in_split']}",
-                      f"{100 * entry['share_of_split_items']:.1f}%", reasons)
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    print(json.dumps(result, indent=2)) if as_json else print_table(audit_table(file, result))
 
 
 @data_app.command("sources")
 def data_sources(data_dir: Optional[Path] = DataDir) -> None:
     """List the registered sources, their licenses, and whether each file resolves and is pinned."""
-    from cybersecqwen import sources
+    from cybersecqwen.datafiles import sources_table
 
-    table = Table(title="data sources")
-    for column in ("source", "file", "license", "status"):
-        table.add_column(column)
-    for source in sources.SOURCES.values():
-        for source_file in source.files:
-            try:
-                path = sources.resolve(source.name, source_file.name, data_dir)
-                status = f"ok {path}"
-            except CybersecqwenError as exc:
-                status = "missing" if "missing data file" in str(exc) else str(exc)
-            table.add_row(source.name, source_file.name, source.license, status)
-    Console().print(table)
+    print_table(sources_table(data_dir))
 
 
 @export_app.command("gguf")
 def export_gguf_command(
-    model: Path = typer.Argument(..., help="A merged Hugging Face model folder (`cybersecqwen merge`), or 'embedded'."),
+    model: str = typer.Argument(..., help="A merged Hugging Face model folder (`cybersecqwen merge`), or 'embedded'."),
     out: Path = typer.Option(..., "--out", help="New folder for the GGUF files, Modelfile and export-report.md/json/png."),
     quant: str = typer.Option("Q8_0,Q4_K_M", "--quant", help="Comma-separated: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0 (or empty)."),
     base_type: str = typer.Option("F16", "--type", help="The unquantized file: F16 | BF16 | F32 | Q8_0 (written directly)."),
@@ -228,16 +177,9 @@ def export_gguf_command(
     download: bool = Download,
 ) -> None:
     """Convert, check parity with transformers (fails if it breaks), quantize, measure each file on CTI-MCQ."""
-    from cybersecqwen.export.quantize import check_imatrix, parse_quants
-    from cybersecqwen.export.run import export_model
+    from cybersecqwen.export.gguf import export_gguf
 
-    quants = parse_quants(quant)
-    check_imatrix(imatrix)
-    if str(model) == "embedded":
-        from cybersecqwen.models.embedded import embedded_hf_dir
-
-        model = embedded_hf_dir()
-    report = export_model(model, out, quants, base_type.upper(), mcq_items, data_dir, download, context)
+    report = export_gguf(model, out, quant, base_type, imatrix, mcq_items, data_dir, download, context)
     for name, entry in report["files"].items():
         print(f"{out / entry['path']}  {entry['bytes'] / 1e6:.1f} MB")
     print(f"report: {out / 'export-report.md'}")
@@ -299,7 +241,7 @@ def serve_command(
 ) -> None:
     """Run the local API: OpenAI-compatible chat, CWE / CVE / ATT&CK / Q&A endpoints, the analyst page at /."""
     from cybersecqwen.serve.app import ServerSettings
-    from cybersecqwen.serve.run import serve
+    from cybersecqwen.serve.server import serve
 
     settings = ServerSettings(model_name=Path(model).name if model != "embedded" else "embedded", api_key=api_key,
                               max_body_bytes=max_body, max_tokens=max_tokens, max_queue=max_queue, timeout_s=timeout,
@@ -321,17 +263,16 @@ def enrich_command(
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
-    from cybersecqwen.serve.enrich import check_arguments, enrich
-    from cybersecqwen.serve.run import load_service, serving_backend
+    from cybersecqwen.serve.enrich import enrich_file
 
-    check_arguments(source, out, task)
-    loaded = serving_backend(model, backend)
-    try:
-        counts = enrich(load_service(loaded, data_dir, download, False), source, out, field, task, stix)
-    finally:
-        loaded.close()
+    counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"
           + (f"; STIX bundle {stix}" if stix else ""))
+
+
+def print_table(table) -> None:
+    # Piped output gets a wide console: a table squeezed to 80 columns is unreadable in logs.
+    Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Recipes: one YAML per experiment, validated by pydantic; an error names the key and the fix.
 
-This module holds the parts the corpus builder reads (model tokenizer, data mix); training, evaluation and
-export sections join as their stages land.
+Sections: model, data (the corpus mix), lora and train, eval (what `run` measures), export. Task names are
+checked against the task registry, so config sits above `tasks` in the layer order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import read_yaml
 
-CORPUS_TASKS = ("cti-rcm", "cti-vsp", "cti-mcq", "cti-ate", "cti-taa", "cwe-classify", "cti-qa")
+
+
+def corpus_tasks() -> tuple[str, ...]:
+    """Tasks the corpus builds examples for: every registered task but those trained as another (CTI-RCM-2021)."""
+    from cybersecqwen.tasks import TASKS
+
+    return tuple(name for name, task in TASKS.items() if task.trained_as is None)
 
 
 class Strict(BaseModel):
@@ -44,11 +50,12 @@ class DataConfig(Strict):
     @field_validator("tasks")
     @classmethod
     def known_tasks(cls, tasks: dict[str, TaskMix]) -> dict[str, TaskMix]:
-        unknown = [t for t in tasks if t not in CORPUS_TASKS]
+        known = corpus_tasks()
+        unknown = [t for t in tasks if t not in known]
         if unknown:
-            raise ValueError(f"unknown task(s) {', '.join(unknown)}; the corpus builds {', '.join(CORPUS_TASKS)}")
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; the corpus builds {', '.join(known)}")
         if not tasks:
-            raise ValueError("no tasks: name at least one of " + ", ".join(CORPUS_TASKS))
+            raise ValueError("no tasks: name at least one of " + ", ".join(known))
         return tasks
 
 

@@ -31,6 +31,20 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def train_with_corpus(recipe: Recipe, out: Path, corpus: Path | None = None, max_steps: int | None = None,
+                      data_dir: Path | None = None) -> dict[str, Any]:
+    """The `train` verb: build OUT/corpus first when no corpus is given and none is there, then train (resumes)."""
+    from cybersecqwen.corpus.build import build_corpus
+    from cybersecqwen.train.sft import train
+
+    corpus = corpus or out / "corpus"
+    if not (corpus / "manifest.json").is_file():
+        if corpus.exists() and any(corpus.iterdir()):
+            raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
+        build_corpus(recipe, corpus, data_dir)
+    return train(recipe, corpus, out, max_steps)
+
+
 class Pipeline:
     def __init__(self, recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False,
                  references: Path | None = None, eval_limit: int | None = None, full: bool = False) -> None:
@@ -156,7 +170,7 @@ class Pipeline:
 
     def stage_export(self) -> None:
         from cybersecqwen.export.quantize import parse_quants
-        from cybersecqwen.export.run import export_model
+        from cybersecqwen.export.gguf import export_model
 
         export = self.recipe.export
         # The quantized file's quality is measured by the eval-quant stage on the same items as the others.

@@ -64,7 +64,7 @@ def test_corpus_examples_use_the_task_prompts_and_planted_items_are_dropped(sour
 
 
 def test_cwe_catalog_parts(source_mirror):
-    from cybersecqwen.corpus.sources.cwe import parse_cwe_catalog, parse_cwe_categories
+    from cybersecqwen.catalogs.cwe import parse_cwe_catalog, parse_cwe_categories
 
     path = source_mirror / "mitre-cwe" / "cwec_v4.14.xml"
     weaknesses = parse_cwe_catalog(path)
@@ -121,7 +121,7 @@ def test_bad_recipes_name_the_key(tmp_path, text, message):
 def test_cve_json5_records_agree_with_the_mirror_labels(mirror):
     import csv
 
-    from cybersecqwen.corpus.sources.cve import parse_cve_records
+    from cybersecqwen.catalogs.cve import parse_cve_records
 
     folder = mirror / "cve-vulnrichment-2022-2023"
     records = parse_cve_records(folder / "cve-records-2022-2023.jsonl.gz")

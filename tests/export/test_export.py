@@ -15,7 +15,7 @@ from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.export import convert as convert_module
 from cybersecqwen.export.convert import QWEN2_SPLIT, convert
 from cybersecqwen.export.plan import Shape, load_shape, plan
-from cybersecqwen.export.run import export_model
+from cybersecqwen.export.gguf import export_model
 
 pytestmark = pytest.mark.slow
 

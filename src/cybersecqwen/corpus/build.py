@@ -22,31 +22,18 @@ from typing import Any
 
 from rich.progress import track
 
-from cybersecqwen import sources
+from cybersecqwen import catalogs, datafiles
 from cybersecqwen.config import Recipe
-from cybersecqwen.corpus import builders
-from cybersecqwen.corpus.builders import Example
+from cybersecqwen.corpus.builders import Example, build_examples
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
 
 log = logging.getLogger(__name__)
 
-SOURCE_FILES = {
-    "mitre-cwe": "cwec_v4.14.xml",
-    "mitre-capec": "stix-capec-3.9.json",
-    "mitre-attack-enterprise": "enterprise-attack-v18.1.json.gz",
-    "cve-vulnrichment-2022-2023": "cve-records-2022-2023.jsonl.gz",
-    "tram-attack-sentences": "single_label.json",
-    "misp-galaxy-threat-actor": "threat-actor.json",
-    "cybersecqwen-release-rcm-2021": "rcm_2021_train.jsonl",
-}
-
-
 def check_licenses(recipe: Recipe) -> None:
     for name in recipe.data.sources:
-        if name not in SOURCE_FILES:
-            raise CybersecqwenError(f"recipe data.sources: '{name}' is not a corpus source (known: {', '.join(SOURCE_FILES)})")
-        license_id = sources.get_source(name).license
+        catalogs.get_parser(name)  # an unknown name lists the known sources
+        license_id = datafiles.get_source(name).license
         if license_id not in recipe.data.license_allow:
             raise CybersecqwenError(
                 f"source '{name}' is licensed {license_id}, which is not on the recipe's data.license_allow list; "
@@ -55,55 +42,10 @@ def check_licenses(recipe: Recipe) -> None:
 
 
 def parse_sources(recipe: Recipe, data_dir: Path | None, download: bool) -> tuple[dict[str, Any], dict[str, dict]]:
-    from cybersecqwen.corpus.sources import attack, capec, cve, cwe, misp, release, tram
-
-    parsers = {
-        "mitre-cwe": cwe.parse_cwe_catalog,
-        "mitre-capec": capec.parse_capec,
-        "mitre-attack-enterprise": attack.parse_attack,
-        "cve-vulnrichment-2022-2023": cve.parse_cve_records,
-        "tram-attack-sentences": tram.parse_tram,
-        "misp-galaxy-threat-actor": misp.parse_misp_actors,
-        "cybersecqwen-release-rcm-2021": release.parse_release_rcm,
-    }
     records, provenance = {}, {}
     for name in recipe.data.sources:
-        file_name = SOURCE_FILES[name]
-        path = sources.resolve(name, file_name, data_dir, download)
-        source = sources.get_source(name)
-        records[name] = parsers[name](path)
-        provenance[name] = {"file": file_name, "sha256": source.file(file_name).sha256,
-                            "pinned": sources.is_pinned(path, source.file(file_name)), "license": source.license,
-                            "origin": source.origin}
+        records[name], provenance[name] = catalogs.load(name, data_dir, download)
     return records, provenance
-
-
-def build_examples(recipe: Recipe, records: dict[str, Any]) -> list[Example]:
-    tasks = recipe.data.tasks
-    attack, cwe, capec = records.get("mitre-attack-enterprise"), records.get("mitre-cwe"), records.get("mitre-capec")
-    cves, release = records.get("cve-vulnrichment-2022-2023", []), records.get("cybersecqwen-release-rcm-2021", [])
-    examples: list[Example] = []
-    if "cti-rcm" in tasks:
-        if cwe is None:
-            raise CybersecqwenError("task cti-rcm needs the source mitre-cwe (CWE names for the answers) in data.sources")
-        examples += builders.rcm_examples(cves, release, cwe)
-    if "cti-vsp" in tasks:
-        examples += builders.vsp_examples(cves)
-    if "cti-mcq" in tasks:
-        examples += builders.mcq_examples(attack, cwe, capec, recipe.data.seed)
-    if "cti-ate" in tasks:
-        if attack is None:
-            raise CybersecqwenError("task cti-ate needs the source mitre-attack-enterprise (the technique reference list)")
-        examples += builders.ate_examples(attack, records.get("tram-attack-sentences"))
-    if "cti-taa" in tasks:
-        examples += builders.taa_examples(attack, records.get("misp-galaxy-threat-actor"))
-    if "cwe-classify" in tasks:
-        if cwe is None:
-            raise CybersecqwenError("task cwe-classify needs the source mitre-cwe in data.sources")
-        examples += builders.cwe_classify_examples(cves, cwe)
-    if "cti-qa" in tasks:
-        examples += builders.qa_examples(attack, cwe, capec)
-    return examples
 
 
 def normalised(text: str) -> str:
@@ -143,17 +85,12 @@ def drop_duplicates(examples: list[Example], threshold: float, dropped: Counter)
 def load_tokenizer(recipe: Recipe):
     from transformers import AutoTokenizer
 
-    spec = recipe.model.tokenizer or recipe.model.base
-    if spec == "embedded":
-        from cybersecqwen.models.embedded import embedded_hf_dir
+    from cybersecqwen.models import hf_folder
 
-        spec = str(embedded_hf_dir())
-    if not Path(spec).is_dir():
-        raise CybersecqwenError(
-            f"recipe model.tokenizer: '{spec}' is not a local folder; example lengths are measured in the target "
-            "tokenizer, so point model.tokenizer at a folder that holds it (nothing is fetched from a hub)"
-        )
-    return spec, AutoTokenizer.from_pretrained(spec)
+    # Example lengths are measured in the target model's tokenizer.
+    spec = recipe.model.tokenizer or recipe.model.base
+    path = hf_folder(spec, "recipe model.tokenizer" if recipe.model.tokenizer else "recipe model.base", need_config=False)
+    return (spec if spec != "embedded" else str(path)), AutoTokenizer.from_pretrained(path)
 
 
 def token_lengths(tokenizer, examples: list[Example]) -> list[int]:
@@ -212,7 +149,7 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
     tokenizer_name, tokenizer = load_tokenizer(recipe)
     records, provenance = parse_sources(recipe, data_dir, download)
     index = BenchmarkIndex.build(data_dir)
-    examples = build_examples(recipe, records)
+    examples = build_examples(recipe.data.tasks, records, recipe.data.seed)
     built = Counter((e.task, e.source) for e in examples)
     dropped: Counter = Counter()
     examples = drop_duplicates(examples, recipe.data.near_duplicate_threshold, dropped)

@@ -1,8 +1,10 @@
-"""Supervised examples from source records, one builder per CTI task.
+"""Supervised examples from source records, one registered builder per task.
 
-Every prompt goes through the task module's `build_prompt` and `messages`, so training text is the text the
-model is evaluated and served on. Answers are written from the sources' facts only, never by a model, and end
-the way the task's prompt asks (the CWE id, the vector, the letter, the ids on the last line).
+A builder only maps source records to a task's fields (the prompt) and facts (the answer): the task module
+renders both (`prompt_messages`, `render_answer`), so training text is the text the model is evaluated and
+served on. Answers are written from the sources' facts only, never by a model.
+
+To add a task's builder: `@builder("task-name", needs={"source": "why"})` on a `build(records, seed)` generator.
 """
 
 from __future__ import annotations
@@ -11,22 +13,51 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from cvss import CVSS3
-
-from cybersecqwen.corpus.sources.attack import AttackCatalog
-from cybersecqwen.corpus.sources.capec import AttackPattern
-from cybersecqwen.corpus.sources.cve import CveRecord
-from cybersecqwen.corpus.sources.cwe import Weakness
-from cybersecqwen.corpus.sources.misp import MispActor
-from cybersecqwen.corpus.sources.release import ReleaseExample
-from cybersecqwen.corpus.sources.tram import LabelledSentence
+from cybersecqwen.catalogs.attack import AttackCatalog
+from cybersecqwen.catalogs.capec import AttackPattern
+from cybersecqwen.catalogs.cwe import Weakness
+from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
-from cybersecqwen.tasks.base import Item
 from cybersecqwen.tasks.mcq import LETTERS
-from cybersecqwen.tasks.vsp import base_score
+
+Records = dict[str, Any]  # source name -> parsed records (catalogs.registry)
+
+
+@dataclass(frozen=True)
+class Builder:
+    task: str
+    needs: dict[str, str]  # sources the task cannot be built without -> what they give it
+    build: Callable[[Records, int], Iterable["Example"]]  # (records, seed) -> examples
+
+
+BUILDERS: dict[str, Builder] = {}
+
+
+def builder(task: str, needs: dict[str, str] | None = None):
+    """Register `build(records, seed)` as the corpus builder of `task`; registration order is build order."""
+
+    def register(build: Callable[[Records, int], Iterable["Example"]]):
+        BUILDERS[task] = Builder(task, needs or {}, build)
+        return build
+
+    return register
+
+
+def build_examples(tasks: Iterable[str], records: Records, seed: int) -> list["Example"]:
+    """Examples of the named tasks, in registration order (dedup keeps the first copy, so order is part of the corpus)."""
+    examples: list[Example] = []
+    for name, entry in BUILDERS.items():
+        if name not in tasks:
+            continue
+        for source, purpose in entry.needs.items():
+            if source not in records:
+                raise CybersecqwenError(f"task {name} needs the source {source} ({purpose}) in data.sources")
+        # A builder yields None where the facts do not make an example (a question without 3 distractors).
+        examples += [example for example in entry.build(records, seed) if example is not None]
+    return examples
 
 
 @dataclass(frozen=True)
@@ -46,9 +77,13 @@ class Example:
         return next(c for r, c in self.messages if r == "user")
 
 
-def make_example(task_name: str, source: str, source_id: str, fields: dict[str, str], answer: str) -> Example:
+def make_example(task_name: str, source: str, source_id: str, fields: dict[str, str], **facts: Any) -> Example | None:
+    """One example: the task renders the prompt from the fields and the answer from the facts."""
     task = get_task(task_name)
-    messages = task.messages(Item(-1, task.build_prompt(fields), None, fields), "ctibench")
+    messages = task.prompt_messages(fields)
+    answer = task.render_answer(**facts)
+    if answer is None:  # facts the task cannot state (a CVSS vector without all eight base metrics)
+        return None
     content = " ".join(value for key, value in fields.items() if key != "TechniqueList")
     return Example(task_name, source, source_id, tuple((m["role"], m["content"]) for m in messages) + (("assistant", answer),),
                    content)
@@ -61,66 +96,51 @@ def first_sentence(text: str, limit: int = 300) -> str:
 
 
 # --- CTI-RCM: CVE description -> CWE -----------------------------------------------------------------------
-def rcm_answer(weakness: Weakness) -> str:
-    return (f"The weakness behind this vulnerability is {weakness.name} ({weakness.cwe_id}): "
-            f"{first_sentence(weakness.description)}\n\n{weakness.cwe_id}")
+def weakness_facts(weakness: Weakness) -> dict[str, str]:
+    return {"cwe_id": weakness.cwe_id, "name": weakness.name}
 
 
-def rcm_examples(cves: list[CveRecord], release: list[ReleaseExample], catalog: dict[str, Weakness]) -> Iterator[Example]:
-    for record in cves:
-        # One CWE per record: a multi-labelled CVE has no single right answer to teach.
+def labelled_cves(records: Records, catalog: dict[str, Weakness]) -> Iterator[tuple[Any, Weakness]]:
+    # One CWE per record: a multi-labelled CVE has no single right answer to teach.
+    for record in records.get("cve-vulnrichment-2022-2023", []):
         if len(record.cwe_ids) == 1 and record.cwe_ids[0] in catalog:
-            yield make_example("cti-rcm", "cve-vulnrichment-2022-2023", record.cve_id, {"Description": record.description},
-                               rcm_answer(catalog[record.cwe_ids[0]]))
-    # CWE's own observed examples: a vulnerability as the catalog describes it, and the weakness it shows.
+            yield record, catalog[record.cwe_ids[0]]
+
+
+def observed_examples(catalog: dict[str, Weakness]) -> Iterator[tuple[Weakness, str, str]]:
+    """CWE's own observed examples: a vulnerability as the catalog describes it, and the weakness it shows."""
     for weakness in sorted(catalog.values(), key=lambda w: int(w.cwe_id[4:])):
         if weakness.mapping_usage in ("Prohibited", "Discouraged"):
             continue
         for reference, description in weakness.observed_examples:
             if description and len(description.split()) >= 6:
-                yield make_example("cti-rcm", "mitre-cwe", f"{weakness.cwe_id}/{reference}", {"Description": description},
-                                   rcm_answer(weakness))
-    for number, example in enumerate(release):
-        if example.cwe_id in catalog:
-            yield make_example("cti-rcm", "cybersecqwen-release-rcm-2021", f"line-{number + 1}",
-                               {"Description": example.description}, rcm_answer(catalog[example.cwe_id]))
+                yield weakness, reference, description
+
+
+@builder("cti-rcm", needs={"mitre-cwe": "CWE names for the answers"})
+def rcm_examples(records: Records, seed: int) -> Iterator[Example]:
+    catalog = records["mitre-cwe"]
+
+    def example(source: str, source_id: str, description: str, weakness: Weakness) -> Example | None:
+        return make_example("cti-rcm", source, source_id, {"Description": description}, **weakness_facts(weakness),
+                            explanation=first_sentence(weakness.description))
+
+    for record, weakness in labelled_cves(records, catalog):
+        yield example("cve-vulnrichment-2022-2023", record.cve_id, record.description, weakness)
+    for weakness, reference, description in observed_examples(catalog):
+        yield example("mitre-cwe", f"{weakness.cwe_id}/{reference}", description, weakness)
+    for number, row in enumerate(records.get("cybersecqwen-release-rcm-2021", [])):
+        if row.cwe_id in catalog:
+            yield example("cybersecqwen-release-rcm-2021", f"line-{number + 1}", row.description, catalog[row.cwe_id])
 
 
 # --- CTI-VSP: CVE description -> CVSS v3.1 vector ----------------------------------------------------------
-METRIC_NAMES = {
-    "AV": ("Attack Vector", {"N": "Network", "A": "Adjacent", "L": "Local", "P": "Physical"}),
-    "AC": ("Attack Complexity", {"L": "Low", "H": "High"}),
-    "PR": ("Privileges Required", {"N": "None", "L": "Low", "H": "High"}),
-    "UI": ("User Interaction", {"N": "None", "R": "Required"}),
-    "S": ("Scope", {"U": "Unchanged", "C": "Changed"}),
-    "C": ("Confidentiality", {"N": "None", "L": "Low", "H": "High"}),
-    "I": ("Integrity", {"N": "None", "L": "Low", "H": "High"}),
-    "A": ("Availability", {"N": "None", "L": "Low", "H": "High"}),
-}
-
-
-def vsp_answer(vector: str) -> str | None:
-    body = vector.split("/", 1)[1] if vector.startswith("CVSS:") else vector
-    try:
-        metrics = dict(part.split(":", 1) for part in body.split("/"))
-    except ValueError:
-        return None
-    # Temporal and environmental metrics (E:P/RL:O/...) are not part of the task: keep the base eight.
-    if not set(METRIC_NAMES) <= set(metrics):
-        return None
-    body = "/".join(f"{key}:{metrics[key]}" for key in METRIC_NAMES)
-    if base_score("CVSS:3.1/" + body) is None:
-        return None
-    lines = [f"- {name} ({key}): {values[metrics[key]]} ({metrics[key]})" for key, (name, values) in METRIC_NAMES.items()]
-    score = CVSS3("CVSS:3.1/" + body).scores()[0]
-    return "\n".join(lines) + f"\n\nBase score {score}.\n\nCVSS:3.1/{body}"
-
-
-def vsp_examples(cves: list[CveRecord]) -> Iterator[Example]:
-    for record in cves:
-        answer = vsp_answer(record.cvss_vector) if record.cvss_vector else None
-        if answer:
-            yield make_example("cti-vsp", "cve-vulnrichment-2022-2023", record.cve_id, {"Description": record.description}, answer)
+@builder("cti-vsp")
+def vsp_examples(records: Records, seed: int) -> Iterator[Example | None]:
+    for record in records.get("cve-vulnrichment-2022-2023", []):
+        if record.cvss_vector:
+            yield make_example("cti-vsp", "cve-vulnrichment-2022-2023", record.cve_id, {"Description": record.description},
+                               vector=record.cvss_vector)
 
 
 # --- CTI-MCQ: questions generated from ATT&CK, CWE and CAPEC facts ------------------------------------------
@@ -150,11 +170,12 @@ def mcq_example(source: str, source_id: str, question: str, correct: str, distra
         return None
     options, letter = balancer.place(correct, distractors)
     fields = {"Question": question, **{f"Option {l}": o for l, o in zip(LETTERS, options)}}
-    return make_example("cti-mcq", source, source_id, fields, f"{fact}\n\n{letter}")
+    return make_example("cti-mcq", source, source_id, fields, fact=fact, letter=letter)
 
 
-def mcq_examples(attack: AttackCatalog | None, cwe: dict[str, Weakness] | None, capec: list[AttackPattern] | None,
-                 seed: int) -> Iterator[Example]:
+@builder("cti-mcq")
+def mcq_examples(records: Records, seed: int) -> Iterator[Example | None]:
+    attack, cwe, capec = records.get("mitre-attack-enterprise"), records.get("mitre-cwe"), records.get("mitre-capec")
     rng = random.Random(seed)
     balancer = LetterBalancer()
     if attack is not None:
@@ -165,24 +186,22 @@ def mcq_examples(attack: AttackCatalog | None, cwe: dict[str, Weakness] | None, 
         yield from _capec_questions(capec, cwe, rng, balancer)
 
 
-def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: LetterBalancer) -> Iterator[Example]:
+def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
     tactic_names = sorted(attack.tactics.values())
     techniques = sorted(attack.techniques.values(), key=lambda t: t.technique_id)
     main_names = sorted({t.name for t in techniques if "." not in t.technique_id})
     for t in techniques:
         if len(t.tactics) == 1 and t.tactics[0] in attack.tactics:
             tactic = attack.tactics[t.tactics[0]]
-            example = mcq_example("mitre-attack-enterprise", t.technique_id,
-                                  f"Which MITRE ATT&CK tactic does the technique {t.name} ({t.technique_id}) serve?", tactic,
-                                  pick(rng, [n for n in tactic_names if n != tactic], 3),
-                                  f"{t.name} ({t.technique_id}) belongs to the {tactic} tactic.", balancer)
-            if example:
-                yield example
+            yield mcq_example("mitre-attack-enterprise", t.technique_id,
+                              f"Which MITRE ATT&CK tactic does the technique {t.name} ({t.technique_id}) serve?", tactic,
+                              pick(rng, [n for n in tactic_names if n != tactic], 3),
+                              f"{t.name} ({t.technique_id}) belongs to the {tactic} tactic.", balancer)
         if "." not in t.technique_id and t.description:
-            yield from filter(None, [mcq_example(
-                "mitre-attack-enterprise", t.technique_id + "#description",
-                f"Which ATT&CK technique does this describe: \"{first_sentence(t.description)}\"", t.name,
-                pick(rng, [n for n in main_names if n != t.name], 3), f"This is {t.name} ({t.technique_id}).", balancer)])
+            yield mcq_example("mitre-attack-enterprise", t.technique_id + "#description",
+                              f"Which ATT&CK technique does this describe: \"{first_sentence(t.description)}\"", t.name,
+                              pick(rng, [n for n in main_names if n != t.name], 3), f"This is {t.name} ({t.technique_id}).",
+                              balancer)
     mitigated: dict[str, set[str]] = defaultdict(set)
     for mitigation_id, technique_id in attack.mitigates:
         mitigated[technique_id].add(mitigation_id)
@@ -195,11 +214,9 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
         correct = mitigation_names.get(rng.choice(right))
         wrong = [name for m, name in sorted(mitigation_names.items()) if m not in mitigated[technique_id]]
         if correct and len(wrong) >= 3:
-            example = mcq_example("mitre-attack-enterprise", technique_id + "#mitigation",
-                                  f"Which mitigation addresses the ATT&CK technique {technique.name} ({technique_id})?",
-                                  correct, pick(rng, wrong, 3), f"{correct} is a documented mitigation of {technique.name}.", balancer)
-            if example:
-                yield example
+            yield mcq_example("mitre-attack-enterprise", technique_id + "#mitigation",
+                              f"Which mitigation addresses the ATT&CK technique {technique.name} ({technique_id})?",
+                              correct, pick(rng, wrong, 3), f"{correct} is a documented mitigation of {technique.name}.", balancer)
     used: dict[str, set[str]] = defaultdict(set)
     for procedure in attack.procedures:
         used[procedure.actor_id].add(procedure.technique_id.split(".")[0])
@@ -211,12 +228,10 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
         technique = attack.techniques[rng.choice(candidates)]
         wrong = [t.name for t in techniques if "." not in t.technique_id and t.technique_id not in used[actor_id]]
         what = "the threat group" if actor.kind == "group" else f"the {actor.kind}"
-        example = mcq_example("mitre-attack-enterprise", actor_id + "#technique",
-                              f"Which technique has {what} {actor.name} been documented using?", technique.name,
-                              pick(rng, wrong, 3), f"ATT&CK documents {actor.name} using {technique.name} ({technique.technique_id}).",
-                              balancer)
-        if example:
-            yield example
+        yield mcq_example("mitre-attack-enterprise", actor_id + "#technique",
+                          f"Which technique has {what} {actor.name} been documented using?", technique.name,
+                          pick(rng, wrong, 3), f"ATT&CK documents {actor.name} using {technique.name} ({technique.technique_id}).",
+                          balancer)
     detected: dict[str, set[str]] = defaultdict(set)
     for strategy_id, technique_id in attack.detects:
         detected[technique_id].add(strategy_id)
@@ -226,102 +241,89 @@ def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: Lette
             continue
         strategy = attack.detection_strategies[sorted(detected[technique_id])[0]]
         wrong = [name for d, name in sorted(attack.detection_strategies.items()) if d not in detected[technique_id]]
-        example = mcq_example("mitre-attack-enterprise", technique_id + "#detection",
-                              f"Which detection strategy addresses the ATT&CK technique {technique.name} ({technique_id})?",
-                              strategy, pick(rng, wrong, 3), f"ATT&CK lists \"{strategy}\" as a detection strategy for {technique.name}.",
-                              balancer)
-        if example:
-            yield example
+        yield mcq_example("mitre-attack-enterprise", technique_id + "#detection",
+                          f"Which detection strategy addresses the ATT&CK technique {technique.name} ({technique_id})?",
+                          strategy, pick(rng, wrong, 3), f"ATT&CK lists \"{strategy}\" as a detection strategy for {technique.name}.",
+                          balancer)
 
 
-def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: LetterBalancer) -> Iterator[Example]:
+def _cwe_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
     weaknesses = [w for w in sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:])) if w.status != "Deprecated"]
     all_impacts = sorted({c.split(": ", 1)[1] for o in weaknesses for c in o.consequences})
     for w in weaknesses:
         if w.description:
-            example = mcq_example("mitre-cwe", w.cwe_id + "#description",
-                                  f"Which CWE weakness is described as: \"{first_sentence(w.description)}\"",
-                                  f"{w.cwe_id}: {w.name}",
-                                  [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id != w.cwe_id],
-                                  f"The description is that of {w.cwe_id} ({w.name}).", balancer)
-            if example:
-                yield example
+            yield mcq_example("mitre-cwe", w.cwe_id + "#description",
+                              f"Which CWE weakness is described as: \"{first_sentence(w.description)}\"",
+                              f"{w.cwe_id}: {w.name}",
+                              [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id != w.cwe_id],
+                              f"The description is that of {w.cwe_id} ({w.name}).", balancer)
         impacts = sorted({c.split(": ", 1)[1] for c in w.consequences})
         if impacts:
             impact = rng.choice(impacts)
-            example = mcq_example("mitre-cwe", w.cwe_id + "#consequence",
-                                  f"Which is a common consequence of {w.cwe_id} ({w.name})?", impact,
-                                  pick(rng, [i for i in all_impacts if i not in impacts], 3),
-                                  f"CWE lists \"{impact}\" among the consequences of {w.cwe_id}.", balancer)
-            if example:
-                yield example
+            yield mcq_example("mitre-cwe", w.cwe_id + "#consequence",
+                              f"Which is a common consequence of {w.cwe_id} ({w.name})?", impact,
+                              pick(rng, [i for i in all_impacts if i not in impacts], 3),
+                              f"CWE lists \"{impact}\" among the consequences of {w.cwe_id}.", balancer)
         parents = [cwe[p] for p in w.parents if p in cwe]
         if len(parents) == 1:
             parent = parents[0]
-            example = mcq_example("mitre-cwe", w.cwe_id + "#parent",
-                                  f"In the CWE Research view, which weakness is the parent of {w.cwe_id} ({w.name})?",
-                                  f"{parent.cwe_id}: {parent.name}",
-                                  [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id not in (parent.cwe_id, w.cwe_id)],
-                                  f"{w.cwe_id} is a child of {parent.cwe_id} ({parent.name}).", balancer)
-            if example:
-                yield example
+            yield mcq_example("mitre-cwe", w.cwe_id + "#parent",
+                              f"In the CWE Research view, which weakness is the parent of {w.cwe_id} ({w.name})?",
+                              f"{parent.cwe_id}: {parent.name}",
+                              [f"{o.cwe_id}: {o.name}" for o in pick(rng, weaknesses, 4) if o.cwe_id not in (parent.cwe_id, w.cwe_id)],
+                              f"{w.cwe_id} is a child of {parent.cwe_id} ({parent.name}).", balancer)
 
 
 def _capec_questions(capec: list[AttackPattern], cwe: dict[str, Weakness], rng: random.Random,
-                     balancer: LetterBalancer) -> Iterator[Example]:
+                     balancer: LetterBalancer) -> Iterator[Example | None]:
     weaknesses = sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:]))
     for pattern in capec:
         linked = [cwe[c] for c in pattern.cwe_ids if c in cwe]
         if not linked:
             continue
         right = rng.choice(linked)
-        example = mcq_example("mitre-capec", pattern.capec_id,
-                              f"The attack pattern {pattern.name} ({pattern.capec_id}) exploits which weakness?",
-                              f"{right.cwe_id}: {right.name}",
-                              [f"{w.cwe_id}: {w.name}" for w in pick(rng, weaknesses, 6) if w.cwe_id not in pattern.cwe_ids],
-                              f"CAPEC lists {right.cwe_id} ({right.name}) as a weakness {pattern.capec_id} exploits.", balancer)
-        if example:
-            yield example
+        yield mcq_example("mitre-capec", pattern.capec_id,
+                          f"The attack pattern {pattern.name} ({pattern.capec_id}) exploits which weakness?",
+                          f"{right.cwe_id}: {right.name}",
+                          [f"{w.cwe_id}: {w.name}" for w in pick(rng, weaknesses, 6) if w.cwe_id not in pattern.cwe_ids],
+                          f"CAPEC lists {right.cwe_id} ({right.name}) as a weakness {pattern.capec_id} exploits.", balancer)
 
 
 # --- CTI-ATE: text -> main technique ids ---------------------------------------------------------------------
-def ate_answer(evidence: dict[str, str], names: dict[str, str]) -> str:
-    ids = sorted(evidence)
-    lines = [f"- {t} ({names.get(t, 'technique')}): \"{first_sentence(evidence[t], 200)}\"" for t in ids]
-    return "\n".join(lines) + "\n\n" + ", ".join(ids)
+def first_evidence(labelled: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Main technique id -> the first sentence quoting it, from (technique or sub-technique id, text) pairs."""
+    evidence: dict[str, str] = {}
+    for technique_id, text in labelled:
+        evidence.setdefault(technique_id.split(".")[0], first_sentence(text, 200))
+    return evidence
 
 
-def ate_examples(attack: AttackCatalog, tram: list[LabelledSentence] | None, chunk: int = 4) -> Iterator[Example]:
-    names = {t: n for t, n in attack.main_techniques()}
+@builder("cti-ate", needs={"mitre-attack-enterprise": "the technique reference list"})
+def ate_examples(records: Records, seed: int, chunk: int = 4) -> Iterator[Example]:
+    attack: AttackCatalog = records["mitre-attack-enterprise"]
+    names = dict(attack.main_techniques())
     reference = technique_list(attack.main_techniques(), "Enterprise")
+
+    def example(source: str, source_id: str, labelled: list[tuple[str, str]]) -> Example | None:
+        fields = {"Platform": "Enterprise", "Description": " ".join(text for _, text in labelled), "TechniqueList": reference}
+        return make_example("cti-ate", source, source_id, fields, evidence=first_evidence(labelled), names=names)
+
     by_actor: dict[str, list] = defaultdict(list)
     for procedure in attack.procedures:
         if procedure.actor_id.startswith("S"):
             by_actor[procedure.actor_id].append(procedure)
     for actor_id in sorted(by_actor):
-        procedures = by_actor[actor_id][:8]
-        evidence = {}
-        for p in procedures:
-            evidence.setdefault(p.technique_id.split(".")[0], p.text)
-        text = " ".join(p.text for p in procedures)
         actor = attack.actors.get(actor_id)
-        yield make_example("cti-ate", "mitre-attack-enterprise", actor_id + (f" {actor.url}" if actor else ""),
-                           {"Platform": "Enterprise", "Description": text, "TechniqueList": reference},
-                           ate_answer(evidence, names))
-    if tram:
-        by_document: dict[str, list[LabelledSentence]] = defaultdict(list)
-        for sentence in tram:
-            by_document[sentence.document].append(sentence)
-        for document in sorted(by_document):
-            sentences = by_document[document]
-            for start in range(0, len(sentences), chunk):
-                group = sentences[start : start + chunk]
-                evidence = {}
-                for s in group:
-                    evidence.setdefault(s.technique_id.split(".")[0], s.text)
-                yield make_example("cti-ate", "tram-attack-sentences", f"{document}#{start}",
-                                   {"Platform": "Enterprise", "Description": " ".join(s.text for s in group), "TechniqueList": reference},
-                                   ate_answer(evidence, names))
+        yield example("mitre-attack-enterprise", actor_id + (f" {actor.url}" if actor else ""),
+                      [(p.technique_id, p.text) for p in by_actor[actor_id][:8]])
+    by_document: dict[str, list] = defaultdict(list)
+    for sentence in records.get("tram-attack-sentences") or []:
+        by_document[sentence.document].append(sentence)
+    for document in sorted(by_document):
+        sentences = by_document[document]
+        for start in range(0, len(sentences), chunk):
+            yield example("tram-attack-sentences", f"{document}#{start}",
+                          [(s.technique_id, s.text) for s in sentences[start : start + chunk]])
 
 
 # --- CTI-TAA: redacted actor profile -> actor --------------------------------------------------------------
@@ -332,67 +334,58 @@ def redact(text: str, names: list[str]) -> str | None:
     return redacted if "[PLACEHOLDER]" in redacted and len(redacted.split()) >= 15 else None
 
 
-def taa_answer(name: str, aliases: tuple[str, ...], evidence: str) -> str:
-    known = f" (also tracked as {', '.join(aliases[:4])})" if aliases else ""
-    return f"The activity is most consistent with {name}{known}. Basis: {evidence}\n\n{name}"
-
-
-def taa_examples(attack: AttackCatalog | None, misp: list[MispActor] | None) -> Iterator[Example]:
-    if attack is not None:
-        for actor in sorted(attack.actors.values(), key=lambda a: a.attack_id):
-            if actor.kind != "group":
-                continue
-            text = redact(actor.description, [actor.name, *actor.aliases])
-            if text:
-                yield make_example("cti-taa", "mitre-attack-enterprise", f"{actor.attack_id} {actor.url}", {"Text": text},
-                                   taa_answer(actor.name, actor.aliases, first_sentence(text)))
-    for actor in misp or []:
-        text = redact(actor.description, [actor.name, *actor.synonyms])
+@builder("cti-taa")
+def taa_examples(records: Records, seed: int) -> Iterator[Example | None]:
+    attack = records.get("mitre-attack-enterprise")
+    groups = sorted((a for a in attack.actors.values() if a.kind == "group"), key=lambda a: a.attack_id) if attack else []
+    profiles = [("mitre-attack-enterprise", f"{a.attack_id} {a.url}", a.name, a.aliases, a.description) for a in groups]
+    profiles += [("misp-galaxy-threat-actor", a.name, a.name, a.synonyms, a.description)
+                 for a in records.get("misp-galaxy-threat-actor") or []]
+    for source, source_id, name, aliases, description in profiles:
+        text = redact(description, [name, *aliases])
         if text:
-            yield make_example("cti-taa", "misp-galaxy-threat-actor", actor.name, {"Text": text},
-                               taa_answer(actor.name, actor.synonyms, first_sentence(text)))
+            yield make_example("cti-taa", source, source_id, {"Text": text}, name=name, aliases=aliases,
+                               evidence=first_sentence(text))
 
 
 # --- server forms: CWE classification (JSON) and CTI Q&A ----------------------------------------------------
-def cwe_classify_examples(cves: list[CveRecord], catalog: dict[str, Weakness]) -> Iterator[Example]:
-    from cybersecqwen.tasks.serving import cwe_json
-
-    for weakness in sorted(catalog.values(), key=lambda w: int(w.cwe_id[4:])):
-        if weakness.mapping_usage in ("Prohibited", "Discouraged"):
-            continue
-        for reference, description in weakness.observed_examples:
-            if description and len(description.split()) >= 6:
-                yield make_example("cwe-classify", "mitre-cwe", f"{weakness.cwe_id}/{reference}#classify", {"Text": description},
-                                   cwe_json(weakness.cwe_id, weakness.name, first_sentence(weakness.description)))
-    for record in cves:
-        if len(record.cwe_ids) == 1 and record.cwe_ids[0] in catalog:
-            weakness = catalog[record.cwe_ids[0]]
-            yield make_example("cwe-classify", "cve-vulnrichment-2022-2023", record.cve_id + "#classify",
-                               {"Text": record.description}, cwe_json(weakness.cwe_id, weakness.name, first_sentence(weakness.description)))
+@builder("cwe-classify", needs={"mitre-cwe": "the CWE catalog"})
+def cwe_classify_examples(records: Records, seed: int) -> Iterator[Example]:
+    catalog = records["mitre-cwe"]
+    labelled = [(weakness, f"{weakness.cwe_id}/{reference}#classify", "mitre-cwe", description)
+                for weakness, reference, description in observed_examples(catalog)]
+    labelled += [(weakness, record.cve_id + "#classify", "cve-vulnrichment-2022-2023", record.description)
+                 for record, weakness in labelled_cves(records, catalog)]
+    for weakness, source_id, source, text in labelled:
+        yield make_example("cwe-classify", source, source_id, {"Text": text}, **weakness_facts(weakness),
+                           justification=first_sentence(weakness.description))
 
 
-def qa_examples(attack: AttackCatalog | None, cwe: dict[str, Weakness] | None, capec: list[AttackPattern] | None) -> Iterator[Example]:
+@builder("cti-qa")
+def qa_examples(records: Records, seed: int) -> Iterator[Example]:
+    attack, cwe, capec = records.get("mitre-attack-enterprise"), records.get("mitre-cwe"), records.get("mitre-capec")
+    pairs: list[tuple[str, str, str, str]] = []  # (source, source id, question, answer)
     if attack is not None:
         for t in sorted(attack.techniques.values(), key=lambda t: t.technique_id):
             if t.description:
                 tactics = ", ".join(attack.tactics.get(x, x) for x in t.tactics)
-                yield make_example("cti-qa", "mitre-attack-enterprise", t.technique_id + "#qa",
-                                   {"Question": f"What is the MITRE ATT&CK technique {t.technique_id} and which tactic does it serve?"},
-                                   f"{t.technique_id} is {t.name} ({tactics}). {first_sentence(t.description)}")
+                pairs.append(("mitre-attack-enterprise", t.technique_id + "#qa",
+                              f"What is the MITRE ATT&CK technique {t.technique_id} and which tactic does it serve?",
+                              f"{t.technique_id} is {t.name} ({tactics}). {first_sentence(t.description)}"))
         for actor in sorted(attack.actors.values(), key=lambda a: a.attack_id):
             if actor.kind == "group" and actor.description:
                 aliases = f" Also known as {', '.join(actor.aliases[:5])}." if actor.aliases else ""
-                yield make_example("cti-qa", "mitre-attack-enterprise", actor.attack_id + "#qa",
-                                   {"Question": f"Who is the threat group {actor.name} ({actor.attack_id})?"},
-                                   first_sentence(actor.description) + aliases)
-    if cwe is not None:
-        for w in sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:])):
-            if w.description:
-                consequence = f" Typical consequence: {w.consequences[0]}." if w.consequences else ""
-                yield make_example("cti-qa", "mitre-cwe", w.cwe_id + "#qa", {"Question": f"What is {w.cwe_id}?"},
-                                   f"{w.cwe_id} is {w.name}: {first_sentence(w.description)}{consequence}")
+                pairs.append(("mitre-attack-enterprise", actor.attack_id + "#qa",
+                              f"Who is the threat group {actor.name} ({actor.attack_id})?", first_sentence(actor.description) + aliases))
+    for w in sorted((cwe or {}).values(), key=lambda w: int(w.cwe_id[4:])):
+        if w.description:
+            consequence = f" Typical consequence: {w.consequences[0]}." if w.consequences else ""
+            pairs.append(("mitre-cwe", w.cwe_id + "#qa", f"What is {w.cwe_id}?",
+                          f"{w.cwe_id} is {w.name}: {first_sentence(w.description)}{consequence}"))
     for pattern in capec or []:
         if pattern.description:
             weaknesses = f" It exploits {', '.join(pattern.cwe_ids[:4])}." if pattern.cwe_ids else ""
-            yield make_example("cti-qa", "mitre-capec", pattern.capec_id + "#qa", {"Question": f"What is {pattern.capec_id}?"},
-                               f"{pattern.capec_id} is the attack pattern {pattern.name}: {first_sentence(pattern.description)}{weaknesses}")
+            pairs.append(("mitre-capec", pattern.capec_id + "#qa", f"What is {pattern.capec_id}?",
+                          f"{pattern.capec_id} is the attack pattern {pattern.name}: {first_sentence(pattern.description)}{weaknesses}"))
+    for source, source_id, question, answer in pairs:
+        yield make_example("cti-qa", source, source_id, {"Question": question}, answer=answer)

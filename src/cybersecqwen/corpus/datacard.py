@@ -6,6 +6,18 @@ from pathlib import Path
 from typing import Any
 
 
+def corpus_stats(corpus: Path) -> str:
+    """The `data stats` verb: the datacard of a built corpus, from its manifest."""
+    import json
+
+    from cybersecqwen.errors import CybersecqwenError
+
+    manifest_path = corpus / "manifest.json"
+    if not manifest_path.is_file():
+        raise CybersecqwenError(f"{corpus} is not a corpus folder (no manifest.json); build one with `cybersecqwen data build`")
+    return render_datacard(json.loads(manifest_path.read_text(encoding="utf-8")))
+
+
 def render_datacard(manifest: dict[str, Any]) -> str:
     lines = [f"# Corpus datacard: {manifest['recipe']}", "",
              f"Seed {manifest['seed']}; lengths measured with the tokenizer of `{manifest['tokenizer']}`.", "",

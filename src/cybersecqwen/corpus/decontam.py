@@ -38,15 +38,6 @@ COVERAGE_5 = 0.9
 PREFILTER_5 = 0.3
 CVE_ID = re.compile(r"\bCVE-\d{4}-\d{4,}\b", re.IGNORECASE)
 URL = re.compile(r"https?://[^\s\"'<>)\]]+")
-ITEM_TEXT_FIELDS = {
-    # The question alone: options are short catalog names ("Execution Prevention") shared across items.
-    "cti-mcq": ("Question",),
-    "cti-rcm": ("Description",),
-    "cti-rcm-2021": ("Description",),
-    "cti-vsp": ("Description",),
-    "cti-ate": ("Description",),
-    "cti-taa": ("Text",),
-}
 
 
 def words(text: str) -> list[str]:
@@ -96,12 +87,13 @@ class BenchmarkIndex:
     def build(cls, data_dir: Path | str | None = None, splits: Iterable[str] = TASK_NAMES) -> "BenchmarkIndex":
         index = cls()
         for split in splits:
-            items = get_task(split).load(data_dir)
+            task = get_task(split)
+            items = task.load(data_dir)
             index.split_sizes[split] = len(items)
             url_counts = Counter(item.fields.get("URL", "") for item in items)
             for item in items:
                 key = (split, item.index)
-                text = " ".join(item.fields.get(f, "") for f in ITEM_TEXT_FIELDS[split])
+                text = " ".join(item.fields.get(f, "") for f in task.item_text_fields)
                 index.add_text(key, text)
                 url = item.fields.get("URL", "").strip()
                 cve = CVE_ID.search(url)

@@ -100,3 +100,29 @@ def load_references(path: Path) -> list[dict[str, Any]]:
         if not isinstance(entry, dict) or not {"model", "protocol", "scores"} <= set(entry):
             raise CybersecqwenError(f"{path}: reference #{number} needs model, protocol and scores")
     return entries
+
+
+def comparison_table(result: dict[str, Any]):
+    """The `compare` verb's table, and the lines under it (sources of the published numbers, incomparable ones)."""
+    from rich.table import Table
+
+    from cybersecqwen.evaluate.report import fmt
+
+    references = result.get("references", [])
+    same = [r for r in references if r["protocol"] == result["protocol"]]
+    table = Table(title=f"B - A · protocol {result['protocol']} · A={result['model_a']} · B={result['model_b']}")
+    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p", *(r["model"] for r in same)):
+        table.add_column(column)
+    for name, entry in result["tasks"].items():
+        metric, ci = entry["metric"], entry["ci95"]
+        scale = 1 if metric.endswith("mad") else 100
+        published = [fmt(float(r["scores"][name]), metric) if name in r["scores"] else "" for r in same]
+        table.add_row(name, metric, str(entry["n_shared_items"]), fmt(entry["a"], metric), fmt(entry["b"], metric),
+                      f"{scale * (entry['difference_b_minus_a'] or 0):+.2f}{'' if scale == 1 else ' pts'}",
+                      f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}",
+                      *published)
+    notes = [f"{r['model']}: {r.get('source', 'no source given')}" for r in same]
+    for reference in (r for r in references if r["protocol"] != result["protocol"]):
+        scores = ", ".join(f"{k} {v}" for k, v in reference["scores"].items())
+        notes.append(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
+    return table, notes

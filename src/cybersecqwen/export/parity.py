@@ -39,9 +39,9 @@ TEACHER_TEXT = (
 def open_gguf(path: Path, n_ctx: int = 1024):
     from llama_cpp import Llama
 
-    from cybersecqwen.models.llamacpp import _quiet_stderr
+    from cybersecqwen.models.llamacpp import quiet_stderr
 
-    with _quiet_stderr():
+    with quiet_stderr():
         return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
 
 

@@ -47,9 +47,9 @@ def quantize(source: Path, out_file: Path, quant: str, imatrix: Path | None = No
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = threads or os.cpu_count() or 1
-    from cybersecqwen.models.llamacpp import _quiet_stderr
+    from cybersecqwen.models.llamacpp import quiet_stderr
 
-    with atomic_path(out_file) as tmp, _quiet_stderr():  # llama.cpp logs every tensor on fd 2
+    with atomic_path(out_file) as tmp, quiet_stderr():  # llama.cpp logs every tensor on fd 2
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise CybersecqwenError(f"llama.cpp could not quantize {source} to {quant} (status {status})")

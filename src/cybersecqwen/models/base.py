@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 Messages = list[dict[str, str]]
 
@@ -40,6 +40,24 @@ class BackendInfo:
 BASE_MODEL_HINT = "use --protocol cisco, which prompts base models 5-shot as Cisco's FAITH does"
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model argument resolved once (models.resolve_model): which backend loads it, and from where."""
+
+    spec: str  # as the user wrote it: embedded, a folder, a .gguf file, openai:URL
+    kind: str  # a key of models.BACKENDS
+    location: str  # the folder, file or base URL the backend opens
+    label: str | None = None  # how reports name it (the embedded model gets a readable name)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 8
+    prefix_cache: bool = True
+
+
 class Backend(Protocol):
     info: BackendInfo
     is_instruct: bool  # has a chat template; base models get raw few-shot prompts
@@ -47,10 +65,26 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """One reply per request, in order; stop strings are cut from the reply."""
 
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """The reply in pieces as they are generated (BackendBase: the whole reply as one piece)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's vocabulary (BackendBase: words, for servers that do not say)."""
+
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         """Per request, the log-probability of each choice's tokens after the prompt."""
 
     def close(self) -> None: ...
+
+
+class BackendBase:
+    """Defaults for what a backend cannot do natively; each backend overrides what it can."""
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        yield self.generate([request])[0]  # type: ignore[attr-defined]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

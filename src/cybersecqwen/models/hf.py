@@ -20,7 +20,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import BASE_MODEL_HINT, BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
+from cybersecqwen.models.base import (
+    BASE_MODEL_HINT,
+    BackendBase,
+    BackendInfo,
+    ChoiceRequest,
+    GenerationRequest,
+    LoadOptions,
+    ModelSpec,
+    common_prefix_length,
+    cut_at_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,11 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-class HFBackend:
+class HFBackend(BackendBase):
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> "HFBackend":
+        return cls(spec.location, options.device, options.dtype, options.batch_size, options.prefix_cache, label=spec.label)
+
     def __init__(
         self,
         path: Path | str,

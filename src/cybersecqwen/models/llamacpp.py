@@ -18,7 +18,17 @@ from typing import Sequence
 import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import BASE_MODEL_HINT, BackendInfo, ChoiceRequest, GenerationRequest, common_prefix_length, cut_at_stop
+from cybersecqwen.models.base import (
+    BASE_MODEL_HINT,
+    BackendBase,
+    BackendInfo,
+    ChoiceRequest,
+    GenerationRequest,
+    LoadOptions,
+    ModelSpec,
+    common_prefix_length,
+    cut_at_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +38,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BackendBase):
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> "LlamaCppBackend":
+        return cls(spec.location, label=spec.label)
+
     def __init__(self, path: Path | str, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 42,
                  label: str | None = None) -> None:
         from llama_cpp import Llama
@@ -42,7 +56,7 @@ class LlamaCppBackend:
                 raise CybersecqwenError(f"{path} is not a GGUF file (bad magic bytes)")
         try:
             # llama.cpp prints its load log on fd 2; keep the CLI's stderr for our one-line errors.
-            with _quiet_stderr():
+            with quiet_stderr():
                 self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                                  seed=seed, verbose=False)
         except (ValueError, RuntimeError) as exc:
@@ -83,7 +97,7 @@ class LlamaCppBackend:
 
             # The grammar masks every token that would break the schema: the reply parses by construction.
             try:
-                with _quiet_stderr():
+                with quiet_stderr():
                     grammar = (LlamaGrammar.from_string(JSON_GBNF, verbose=False) if request.json_schema == "{}"
                                else LlamaGrammar.from_json_schema(request.json_schema, verbose=False))
             except Exception as exc:  # noqa: BLE001 - any schema the converter rejects is the caller's error
@@ -154,7 +168,7 @@ def _past(deadline: float | None):
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

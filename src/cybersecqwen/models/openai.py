@@ -7,17 +7,20 @@ CYBERSECQWEN_OPENAI_MODEL, else the server's first listed model. The API key com
 from __future__ import annotations
 
 import json
-
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import BackendInfo, ChoiceRequest, GenerationRequest, cut_at_stop
+from cybersecqwen.models.base import BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions, ModelSpec, cut_at_stop
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: LoadOptions) -> "OpenAIBackend":
+        return cls(spec.location, concurrency=options.batch_size)
+
     def __init__(self, spec: str, concurrency: int = 8, timeout: float = 600.0) -> None:
         import openai
 

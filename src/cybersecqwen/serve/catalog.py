@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cybersecqwen import sources
+from cybersecqwen import catalogs
 
 WORD = re.compile(r"[a-z][a-z0-9]+")
 STOP = frozenset("the a an of to in and or for is are be by with on as that this from at it its can not which when "
@@ -93,19 +93,15 @@ class Catalogs:
 
 
 def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catalogs:
-    from cybersecqwen.corpus.sources.attack import parse_attack
-    from cybersecqwen.corpus.sources.cwe import parse_cwe_catalog
-
-    cwe_path = sources.resolve("mitre-cwe", "cwec_v4.14.xml", data_dir, download)
-    attack_path = sources.resolve("mitre-attack-enterprise", "enterprise-attack-v18.1.json.gz", data_dir, download)
+    weaknesses, _ = catalogs.load("mitre-cwe", data_dir, download)
+    attack, _ = catalogs.load("mitre-attack-enterprise", data_dir, download)
     cwe = {}
-    for weakness in parse_cwe_catalog(cwe_path).values():
+    for weakness in weaknesses.values():
         if weakness.status in ("Deprecated", "Obsolete") or weakness.mapping_usage == "Prohibited":
             continue
         number = weakness.cwe_id.split("-")[1]
         cwe[weakness.cwe_id] = Entry(weakness.cwe_id, weakness.name, weakness.description,
                                      f"https://cwe.mitre.org/data/definitions/{number}.html")
-    attack = parse_attack(attack_path)
     subs: dict[str, list[str]] = {}
     for t in attack.techniques.values():
         if "." in t.technique_id:

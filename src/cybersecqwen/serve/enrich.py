@@ -61,6 +61,19 @@ def check_arguments(source: Path, out: Path, task: str) -> None:
         raise CybersecqwenError("--out must differ from --in")
 
 
+def enrich_file(model: str, backend_kind: str, source: Path, out: Path, field: str, task: str, stix: Path | None = None,
+                data_dir: Path | None = None, download: bool = False) -> dict[str, int]:
+    """The `enrich` verb: check the arguments, load the model and the catalogs, enrich, close the model."""
+    from cybersecqwen.serve.server import load_service, serving_backend
+
+    check_arguments(source, out, task)
+    backend = serving_backend(model, backend_kind)
+    try:
+        return enrich(load_service(backend, data_dir, download, False), source, out, field, task, stix)
+    finally:
+        backend.close()
+
+
 def enrich(service: CtiService, source: Path, out: Path, field: str, task: str, stix: Path | None = None) -> dict[str, int]:
     check_arguments(source, out, task)
     total = sum(1 for _ in source.open("rb"))

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from typing import Any
 
-from cybersecqwen.corpus.builders import METRIC_NAMES
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
 from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs, words
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
-from cybersecqwen.tasks.base import Item
 from cybersecqwen.tasks.mcq import LETTERS
-from cybersecqwen.tasks.vsp import base_score
+from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score, metric_choice, metric_prefix
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 REVIEW_BELOW = 0.5
@@ -35,43 +32,34 @@ def softmax(scores: list[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-def task_messages(task_name: str, fields: dict[str, str]) -> list[dict[str, str]]:
-    task = get_task(task_name)
-    return task.messages(Item(-1, task.build_prompt(fields), None, fields), "ctibench")
-
-
 class CtiService:
     def __init__(self, backend, catalogs: Catalogs, shortlist: int = 12, review_below: float = REVIEW_BELOW) -> None:
         self.backend = backend
         self.catalogs = catalogs
         self.shortlist = shortlist
         self.review_below = review_below
-        # One model, one caller at a time: llama.cpp contexts and HF models are not thread-safe.
-        self.lock = threading.Lock()
 
-    # --- model access --------------------------------------------------------------------------------------
+    # --- model access (the server's gate holds the model lock around each job) ---------------------------
     def score(self, request: ChoiceRequest) -> list[float]:
         if len(request.choices) == 1:  # a one-entry catalog: nothing to choose between
             return [0.0]
-        with self.lock:
-            return self.backend.score_choices([request])[0]
+        return self.backend.score_choices([request])[0]
 
     def generate(self, request: GenerationRequest) -> str:
-        with self.lock:
-            return self.backend.generate([request])[0]
+        return self.backend.generate([request])[0]
 
     # --- CWE -----------------------------------------------------------------------------------------------
-    def rank_cwe(self, text: str, top_k: int, form: str) -> list[dict[str, Any]]:
+    def choose(self, task_name: str, fields: dict[str, str], candidates: list[str], names: dict[str, Any]) -> list[float]:
+        """Probabilities of the candidates, scored in the answer form the corpus trains for the task."""
+        task = get_task(task_name)
+        choices = tuple(task.choice_text(c, names[c].name) for c in candidates)
+        return softmax(self.score(ChoiceRequest(task.prompt_messages(fields), choices, task.answer_prefix)))
+
+    def rank_cwe(self, text: str, top_k: int, task_name: str) -> list[dict[str, Any]]:
         catalog = self.catalogs.cwe
         candidates = self.catalogs.cwe_index.shortlist(text, self.shortlist, COMMON_CWES)
-        if form == "classify":  # the server's JSON form (task cwe-classify)
-            messages = task_messages("cwe-classify", {"Text": text})
-            request = ChoiceRequest(messages, tuple(f'{c}"' for c in candidates), prefix='{"cwe_id": "')
-        else:  # CTI-RCM's answer form: "The weakness behind this vulnerability is <name> (<id>)"
-            messages = task_messages("cti-rcm", {"Description": text})
-            request = ChoiceRequest(messages, tuple(f"{catalog[c].name} ({c})" for c in candidates),
-                                    prefix="The weakness behind this vulnerability is ")
-        probabilities = softmax(self.score(request))
+        field = "Text" if task_name == "cwe-classify" else "Description"
+        probabilities = self.choose(task_name, {field: text}, candidates, catalog)
         ranked = sorted(zip(candidates, probabilities), key=lambda pair: -pair[1])[:top_k]
         results = []
         for cwe_id, probability in ranked:
@@ -87,29 +75,30 @@ class CtiService:
         return f"model probability {probability:.2f} among {shortlist} catalog candidates; {because}"
 
     def classify_cwe(self, text: str, top_k: int = 3) -> dict[str, Any]:
-        ranked = self.rank_cwe(text, top_k, "classify")
+        ranked = self.rank_cwe(text, top_k, "cwe-classify")
         return {"candidates": ranked, "needs_review": ranked[0]["confidence"] < self.review_below,
                 "method": "model-scored catalog shortlist (cwe-classify prompt)"}
 
     # --- CVE -> CWE + CVSS ---------------------------------------------------------------------------------
     def cvss_vector(self, description: str) -> dict[str, Any]:
-        messages = task_messages("cti-vsp", {"Description": description})
+        messages = get_task("cti-vsp").prompt_messages({"Description": description})
         prefix, parts, confidences = "", [], []
-        for key, (name, values) in METRIC_NAMES.items():
-            prefix += f"- {name} ({key}): "
-            options = list(values.items())
-            probabilities = softmax(self.score(ChoiceRequest(messages, tuple(f"{label} ({code})" for code, label in options), prefix)))
-            best = max(range(len(options)), key=lambda i: probabilities[i])
-            code, label = options[best]
-            parts.append(f"{key}:{code}")
+        for key, (_, values) in CVSS_METRICS.items():
+            # The answer the corpus trains, line by line: each metric is scored after the lines chosen before it.
+            prefix += metric_prefix(key)
+            codes = list(values)
+            choices = tuple(metric_choice(key, code) for code in codes)
+            probabilities = softmax(self.score(ChoiceRequest(messages, choices, prefix)))
+            best = max(range(len(codes)), key=lambda i: probabilities[i])
+            parts.append(f"{key}:{codes[best]}")
             confidences.append(probabilities[best])
-            prefix += f"{label} ({code})\n"
+            prefix += choices[best] + "\n"
         vector = "CVSS:3.1/" + "/".join(parts)
         return {"vector": vector, "base_score": base_score(vector), "confidence": round(min(confidences), 4),
-                "metric_confidence": {k: round(c, 4) for k, c in zip(METRIC_NAMES, confidences)}}
+                "metric_confidence": {k: round(c, 4) for k, c in zip(CVSS_METRICS, confidences)}}
 
     def map_cve(self, cve_id: str, description: str, top_k: int = 3) -> dict[str, Any]:
-        ranked = self.rank_cwe(description, top_k, "rcm")
+        ranked = self.rank_cwe(description, top_k, "cti-rcm")
         cvss = self.cvss_vector(description)
         return {"cve_id": cve_id, "cwe": ranked, "cvss": cvss,
                 "needs_review": ranked[0]["confidence"] < self.review_below or cvss["confidence"] < self.review_below,
@@ -121,8 +110,7 @@ class CtiService:
         candidates = self.catalogs.attack_index.shortlist(text, self.shortlist, COMMON_TECHNIQUES)
         fields = {"Platform": "Enterprise", "Description": text,
                   "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
-        messages = task_messages("cti-ate", fields)
-        probabilities = softmax(self.score(ChoiceRequest(messages, tuple(f"{c} ({catalog[c].name})" for c in candidates), "- ")))
+        probabilities = self.choose("cti-ate", fields, candidates, catalog)
         ranked = sorted(zip(candidates, probabilities), key=lambda pair: -pair[1])
         sentences = [s.strip() for s in SENTENCE.split(text) if s.strip()]
         found = []
@@ -143,11 +131,12 @@ class CtiService:
         if options:
             fields = {"Question": question, **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
             letters = LETTERS[: len(options)]
-            probabilities = softmax(self.score(ChoiceRequest(task_messages("cti-mcq", fields), letters)))
+            mcq = get_task("cti-mcq")
+            probabilities = softmax(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters, mcq.choice_prefix("ctibench"))))
             best = max(range(len(letters)), key=lambda i: probabilities[i])
             return {"answer": letters[best], "option": options[best], "confidence": round(probabilities[best], 4),
                     "probabilities": dict(zip(letters, (round(p, 4) for p in probabilities))),
                     "needs_review": probabilities[best] < self.review_below}
-        reply = self.generate(GenerationRequest(task_messages("cti-qa", {"Question": question}), max_tokens=max_tokens))
+        reply = self.generate(GenerationRequest(get_task("cti-qa").prompt_messages({"Question": question}), max_tokens=max_tokens))
         return {"answer": reply.strip(), "confidence": None, "needs_review": True,
                 "note": "free-text answers carry no calibrated confidence: review before use"}

@@ -1,36 +1,23 @@
-"""The CTI-Bench tasks, by name. Each module is the single owner of its prompt, extraction and scoring."""
+"""The CTI tasks, by name. Each module is the single owner of its task's contract (see base.Task): the prompt,
+the answer the corpus trains and the choices the server scores, the answer rules, the scoring.
+
+To add a task: write `tasks/NAME.py` with a `Task` subclass decorated `@register` (name, benchmark file and
+columns, `build_prompt`, `render_answer`, `extract`, `stats`, `metrics`), import it below, and register its
+corpus builder in `corpus/builders.py`. A test fails while a registered task has no builder or no scorer.
+Registration order is the order of `--tasks all` and of the corpus build.
+"""
 
 from __future__ import annotations
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.tasks.ate import ATE
+# Imported in registration order (the order of `--tasks all`), not alphabetically.
+from cybersecqwen.tasks import mcq, rcm, vsp, ate, taa, cwe_classify, cti_qa  # noqa: F401, I001 - registers the tasks
 from cybersecqwen.tasks.base import PROTOCOLS, RULE_SETS, Answer, Item, Task
-from cybersecqwen.tasks.mcq import MCQ
-from cybersecqwen.tasks.rcm import RCM
-from cybersecqwen.tasks.serving import CtiQA, CweClassify
-from cybersecqwen.tasks.taa import TAA
-from cybersecqwen.tasks.vsp import VSP
+from cybersecqwen.tasks.registry import TASKS, benchmark_task_names, get_task
 
-TASK_NAMES = ("cti-mcq", "cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate", "cti-taa")
-# Structured forms of the server, without a benchmark file (see tasks/serving.py).
-SERVING_TASK_NAMES = ("cwe-classify", "cti-qa")
-
-
-def get_task(name: str) -> Task:
-    """A fresh task object (TAA keeps the scoring graphs it loads, so instances are not shared)."""
-    factories = {
-        "cti-mcq": MCQ,
-        "cti-rcm": lambda: RCM("cti-rcm", "cti-rcm.tsv"),
-        "cti-rcm-2021": lambda: RCM("cti-rcm-2021", "cti-rcm-2021.tsv"),
-        "cti-vsp": VSP,
-        "cti-ate": ATE,
-        "cti-taa": TAA,
-        "cwe-classify": CweClassify,
-        "cti-qa": CtiQA,
-    }
-    if name not in factories:
-        raise CybersecqwenError(f"unknown task '{name}' (known: {', '.join(TASK_NAMES + SERVING_TASK_NAMES)}, or 'all')")
-    return factories[name]()
+TASK_NAMES = benchmark_task_names()
+# Structured forms of the server, without a benchmark file.
+SERVING_TASK_NAMES = tuple(name for name in TASKS if name not in TASK_NAMES)
 
 
 def parse_task_list(spec: str) -> dict[str, int | None]:
@@ -53,4 +40,5 @@ def parse_task_list(spec: str) -> dict[str, int | None]:
     return out
 
 
-__all__ = ["Answer", "Item", "PROTOCOLS", "RULE_SETS", "SERVING_TASK_NAMES", "TASK_NAMES", "Task", "get_task", "parse_task_list"]
+__all__ = ["Answer", "Item", "PROTOCOLS", "RULE_SETS", "SERVING_TASK_NAMES", "TASKS", "TASK_NAMES", "Task", "get_task",
+           "parse_task_list"]

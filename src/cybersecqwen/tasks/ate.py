@@ -11,8 +11,9 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import strip_markdown
+from cybersecqwen.tasks.registry import register
 
 TECHNIQUE_ID = re.compile(r"\b(T\d{4})(?:\.\d{3})?\b")
 ROBUST_TECHNIQUE_ID = re.compile(r"(?i)\b(T\d{4})(?:\.\d{3})?\b")
@@ -37,12 +38,15 @@ def technique_ids(text: str, pattern: re.Pattern[str] = TECHNIQUE_ID) -> tuple[s
     return tuple(dict.fromkeys(match.upper() for match in pattern.findall(text)))
 
 
+@register
 class ATE(Task):
     name = "cti-ate"
     file_name = "cti-ate.tsv"
     columns = ("URL", "Platform", "Description", "Prompt", "GT")
     primary_metric = "micro_f1"
     protocols = ("ctibench",)
+    item_text_fields = ("Description",)
+    answer_prefix = "- "
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], frozenset(technique_ids(row["GT"])), dict(row))
@@ -50,6 +54,15 @@ class ATE(Task):
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         """Needs fields Platform, Description and TechniqueList (see technique_list: built from ATT&CK)."""
         return CTIBENCH_INSTRUCTION.format(platform=fields["Platform"]) + fields["Description"] + fields["TechniqueList"]
+
+    def choice_text(self, value: str, label: str) -> str:
+        return f"{value} ({label})"
+
+    def render_answer(self, evidence: Mapping[str, str], names: Mapping[str, str]) -> str:
+        """The trained answer: one line per technique (id, name, the quoted evidence), then the ids on the last line."""
+        ids = sorted(evidence)
+        lines = [f"{self.answer_prefix}{self.choice_text(t, names.get(t, 'technique'))}: \"{evidence[t]}\"" for t in ids]
+        return "\n".join(lines) + "\n\n" + ", ".join(ids)
 
     def extract(self, response: str, rules: str) -> Answer:
         if rules == "robust":
@@ -87,10 +100,7 @@ class ATE(Task):
         tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
         fn_all = fn + totals["fn_invalid"]
         return {
-            "n": n,
-            "valid": valid,
-            "invalid": n - valid,
-            "parse_failure_rate": ratio(n - valid, n),
+            **validity(totals),
             "micro_precision": ratio(tp, tp + fp),
             "micro_recall": ratio(tp, tp + fn),
             "micro_f1": ratio(2 * tp, 2 * tp + fp + fn),

@@ -1,7 +1,8 @@
 """What every CTI task provides, and the shared machinery for loading and metrics.
 
-A task owns, for its benchmark file: the loader, the prompt (per protocol), the answer extraction (per rule
-set), and the scoring. Scoring is expressed as per-response *sufficient statistics* (numbers that add up,
+A task owns its whole contract: the loader of its benchmark file, the prompt (per protocol, and rebuilt from
+fields for new inputs), the answer the corpus trains and the part of it the server scores, the answer
+extraction (per rule set), and the scoring. Scoring is expressed as per-response *sufficient statistics* (numbers that add up,
 like `valid`, `correct`, `tp`) and a `metrics` function of their sums. That one shape gives the official
 number, the strict number, per-trial means, bootstrap confidence intervals and paired comparisons without
 any task-specific code in the evaluator.
@@ -18,7 +19,7 @@ from pathlib import Path
 from collections import Counter
 from typing import Any, Mapping
 
-from cybersecqwen import sources
+from cybersecqwen import datafiles
 from cybersecqwen.errors import CybersecqwenError
 
 # Protocols decide prompts and sampling; rule sets decide answer extraction. `robust` is the project's own
@@ -99,13 +100,31 @@ class Task(ABC):
     protocols: tuple[str, ...] = PROTOCOLS
     # Choice scoring (`--mode logprob`) is defined only for tasks with a closed answer set.
     choices: tuple[str, ...] | None = None
+    # The item's own text, without the task's fixed instructions: what decontamination compares.
+    item_text_fields: tuple[str, ...] = ()
+    # Where a served answer starts before the choice the server scores (see `choice_text`); None: not served
+    # by choice scoring. A test checks that prefix + choice starts the answer the corpus trains.
+    answer_prefix: str | None = None
+    # A task whose prompt and answers are another's (CTI-RCM-2021 is CTI-RCM on older CVEs) trains on that
+    # task's corpus examples instead of having a builder of its own.
+    trained_as: str | None = None
+
+    def __init__(self) -> None:
+        # Every input file this task object has read, with its provenance (reports list them).
+        self.data_files: dict[str, dict[str, Any]] = {}
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
-        path = sources.resolve("cti-bench", self.file_name, data_dir, download)
-        rows = read_tsv(path)
-        require_columns(path, rows[0], self.columns)
+        rows = self.read_rows(self.file_name, self.columns, data_dir, download)
         return [self.make_item(i, row) for i, row in enumerate(rows)]
+
+    def read_rows(self, file_name: str, columns: tuple[str, ...], data_dir: Path | str | None, download: bool) -> list[dict[str, str]]:
+        """Rows of one benchmark file; its provenance is recorded in `self.data_files` for reports."""
+        path = datafiles.resolve("cti-bench", file_name, data_dir, download)
+        self.data_files[file_name] = {"path": str(path), **datafiles.provenance("cti-bench", file_name, path)}
+        rows = read_tsv(path)
+        require_columns(path, rows[0], columns)
+        return rows
 
     @abstractmethod
     def make_item(self, index: int, row: Mapping[str, str]) -> Item: ...
@@ -138,6 +157,14 @@ class Task(ABC):
         text it is evaluated on (a test checks it against every row of the real files).
         """
         raise CybersecqwenError(f"task {self.name} cannot build prompts for new inputs")
+
+    def prompt_messages(self, fields: Mapping[str, str], protocol: str = "ctibench") -> Messages:
+        """The chat messages for a new input: what the corpus trains on and the server sends."""
+        return self.messages(Item(-1, self.build_prompt(fields), None, fields), protocol)
+
+    def choice_text(self, value: str, label: str) -> str:
+        """How the answer the corpus trains names one choice (an id and its catalog name), after `answer_prefix`."""
+        raise CybersecqwenError(f"task {self.name} does not serve answers by choice scoring")
 
     # --- base (pretrained) models: Cisco prompts them 5-shot, exemplars drawn from the benchmark itself ----
     base_instruction: str | None = None
@@ -225,6 +252,12 @@ class AccuracyTask(Task):
         return ["accuracy", "lenient_accuracy"] if rules == "cisco" else ["accuracy", "strict_accuracy"]
 
 
+def validity(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """The counts every task reports first: items, parseable answers, and the parse-failure rate."""
+    n, valid = totals["n"], totals["valid"]
+    return {"n": n, "valid": valid, "invalid": n - valid, "parse_failure_rate": ratio(n - valid, n)}
+
+
 def accuracy_metrics(totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
     """Accuracy under each rule set's denominator.
 
@@ -232,7 +265,7 @@ def accuracy_metrics(totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
     cisco: FAITH's `accuracy` (proper format only) and `lenient_accuracy`, both over all items.
     """
     n, valid = totals["n"], totals["valid"]
-    out = {"n": n, "valid": valid, "invalid": n - valid, "parse_failure_rate": ratio(n - valid, n)}
+    out = validity(totals)
     if rules == "cisco":
         out["accuracy"] = ratio(totals["correct_proper"], n)
         out["lenient_accuracy"] = ratio(totals["correct"], n)

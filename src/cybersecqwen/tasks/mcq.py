@@ -7,6 +7,7 @@ from typing import Mapping
 
 from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
 from cybersecqwen.tasks.patterns import AnswerPattern, first_match, is_refusal, strip_markdown
+from cybersecqwen.tasks.registry import register
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -83,12 +84,15 @@ def robust_letter(response: str) -> str | None:
     return lone.pop() if len(lone) == 1 else None
 
 
+@register
 class MCQ(AccuracyTask):
     name = "cti-mcq"
     file_name = "cti-mcq.tsv"
     columns = ("URL", "Question", "Option A", "Option B", "Option C", "Option D", "Prompt", "GT")
     primary_metric = "accuracy"
     choices = LETTERS
+    # The question alone: options are short catalog names ("Execution Prevention") shared across items.
+    item_text_fields = ("Question",)
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
@@ -109,6 +113,11 @@ class MCQ(AccuracyTask):
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         options = " ".join(f"{letter}) {fields[f'Option {letter}']}" for letter in LETTERS)
         return f"{CTIBENCH_HEAD}**Question:** {fields['Question']}  **Options:** {options}{CTIBENCH_TAIL}"
+
+    def render_answer(self, fact: str, letter: str) -> str:
+        """The trained answer: the fact that decides the question, then the letter alone on the last line (as the
+        prompt asks). Choice scoring reads the letter as the first token instead (see docs/architecture.md)."""
+        return f"{fact}\n\n{letter}"
 
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)

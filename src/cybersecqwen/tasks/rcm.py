@@ -14,6 +14,7 @@ from cybersecqwen.tasks.patterns import (
     normalise_dashes,
     strip_markdown,
 )
+from cybersecqwen.tasks.registry import register
 
 CISCO_INSTRUCTION = (
     "Analyze the following CVE description and map it to the appropriate CWE. Provide a brief justification "
@@ -51,14 +52,14 @@ def robust_cwe_ids(response: str) -> list[str]:
     return list(dict.fromkeys(ranked))
 
 
+@register
 class RCM(AccuracyTask):
+    name = "cti-rcm"
     file_name = "cti-rcm.tsv"
     columns = ("URL", "Description", "Prompt", "GT")
     primary_metric = "accuracy"
-
-    def __init__(self, name: str = "cti-rcm", file_name: str = "cti-rcm.tsv") -> None:
-        self.name = name
-        self.file_name = file_name
+    item_text_fields = ("Description",)
+    answer_prefix = "The weakness behind this vulnerability is "
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
@@ -77,6 +78,13 @@ class RCM(AccuracyTask):
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         # The release's prompt is the instruction, two spaces, the description and one trailing space.
         return f"{CISCO_INSTRUCTION}  CVE Description: {fields['Description']} "
+
+    def choice_text(self, value: str, label: str) -> str:
+        return f"{label} ({value})"
+
+    def render_answer(self, cwe_id: str, name: str, explanation: str) -> str:
+        """The trained answer: the weakness named with its id and explained, then the id alone on the last line."""
+        return f"{self.answer_prefix}{self.choice_text(cwe_id, name)}: {explanation}\n\n{cwe_id}"
 
     def cisco_prompt(self, item: Item) -> str:
         description = item.fields["Description"].strip()
@@ -97,3 +105,12 @@ class RCM(AccuracyTask):
             return Answer(value.replace("‑", "-"), kind) if value is not None else INVALID
         ranked = robust_cwe_ids(response)
         return Answer(ranked[0], "proper") if ranked else INVALID
+
+
+@register
+class RCM2021(RCM):
+    """The 2021 CVEs of the first CTI-Bench release: same prompt, same rules (no FAITH duplicate list)."""
+
+    name = "cti-rcm-2021"
+    file_name = "cti-rcm-2021.tsv"
+    trained_as = "cti-rcm"

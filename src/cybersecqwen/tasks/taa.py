@@ -19,10 +19,11 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cybersecqwen import sources
+from cybersecqwen import catalogs, datafiles
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, read_tsv, require_columns
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import strip_markdown
+from cybersecqwen.tasks.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -113,39 +114,35 @@ class Gazetteer:
         return match.group(0).strip().lower() if match else None
 
 
-def attack_actor_names(path: Path) -> list[str]:
-    from cybersecqwen.corpus.sources.attack import parse_attack
-
-    groups = (a for a in parse_attack(path).actors.values() if a.kind == "group")
-    return [name for actor in groups for name in (actor.name, *actor.aliases)]
-
-
-def misp_actor_names(path: Path) -> list[str]:
-    from cybersecqwen.corpus.sources.misp import parse_misp_actors
-
-    return [name for actor in parse_misp_actors(path) for name in (actor.name, *actor.synonyms)]
+def actor_names(source: str, records: Any) -> list[str]:
+    """Every name and alias of the threat groups of ATT&CK or of the MISP galaxy."""
+    if source == "mitre-attack-enterprise":
+        groups = (a for a in records.actors.values() if a.kind == "group")
+        return [name for actor in groups for name in (actor.name, *actor.aliases)]
+    return [name for actor in records for name in (actor.name, *actor.synonyms)]
 
 
+@register
 class TAA(Task):
     name = "cti-taa"
     file_name = "cti-taa.tsv"
     columns = ("URL", "Text", "Prompt")
     primary_metric = "correct_accuracy"
     protocols = ("ctibench",)
+    item_text_fields = ("Text",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.graph: ActorGraph | None = None
         self.gazetteer: Gazetteer | None = None
 
     def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
-        path = sources.resolve("cti-bench", self.file_name, data_dir, download)
-        rows = read_tsv(path)
-        require_columns(path, rows[0], self.columns)
-        gt_path = sources.resolve("cti-bench", "cti-taa-gt.tsv", data_dir, download)
-        gold_rows = read_tsv(gt_path)
-        require_columns(gt_path, gold_rows[0], ("GT",))
+        rows = self.read_rows(self.file_name, self.columns, data_dir, download)
+        gold_rows = self.read_rows("cti-taa-gt.tsv", ("GT",), data_dir, download)
         if len(gold_rows) != len(rows):
-            raise CybersecqwenError(f"{gt_path} has {len(gold_rows)} rows but {path} has {len(rows)}; they must align")
+            raise CybersecqwenError(
+                f"{self.data_files['cti-taa-gt.tsv']['path']} has {len(gold_rows)} rows but "
+                f"{self.data_files[self.file_name]['path']} has {len(rows)}; they must align")
         self.graph = ActorGraph(*(self._json(data_dir, download, f) for f in ("taa-alias-dict.json", "taa-related-dict.json")))
         self.gazetteer = Gazetteer(self.graph.names() | set(self._extra_names(data_dir, download)))
         return [Item(i, row["Prompt"], gold["GT"].strip(), dict(row)) for i, (row, gold) in enumerate(zip(rows, gold_rows))]
@@ -153,29 +150,33 @@ class TAA(Task):
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         return CTIBENCH_INSTRUCTION + fields["Text"]
 
+    def render_answer(self, name: str, aliases: tuple[str, ...], evidence: str) -> str:
+        """The trained answer: the attribution with known aliases and its basis, then the actor alone on the last line."""
+        known = f" (also tracked as {', '.join(aliases[:4])})" if aliases else ""
+        return f"The activity is most consistent with {name}{known}. Basis: {evidence}\n\n{name}"
+
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:  # load() is overridden
         raise NotImplementedError
 
-    @staticmethod
-    def _json(data_dir: Path | str | None, download: bool, file_name: str) -> dict[str, list[str]]:
-        path = sources.resolve("cti-bench", file_name, data_dir, download)
+    def _json(self, data_dir: Path | str | None, download: bool, file_name: str) -> dict[str, list[str]]:
+        path = datafiles.resolve("cti-bench", file_name, data_dir, download)
+        self.data_files[file_name] = {"path": str(path), **datafiles.provenance("cti-bench", file_name, path)}
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CybersecqwenError(f"{path} is not valid JSON: {exc}") from None
         return {k: [v for v in values if v != "nan"] for k, values in payload.items()}
 
-    @staticmethod
-    def _extra_names(data_dir: Path | str | None, download: bool) -> list[str]:
+    def _extra_names(self, data_dir: Path | str | None, download: bool) -> list[str]:
         names: list[str] = []
-        for source, file_name, reader in (
-            ("mitre-attack-enterprise", "enterprise-attack-v18.1.json.gz", attack_actor_names),
-            ("misp-galaxy-threat-actor", "threat-actor.json", misp_actor_names),
-        ):
+        for source in ("mitre-attack-enterprise", "misp-galaxy-threat-actor"):
             try:
-                names.extend(reader(sources.resolve(source, file_name, data_dir, download)))
+                records, provenance = catalogs.load(source, data_dir, download)
             except CybersecqwenError as exc:
                 log.warning("threat-actor gazetteer without %s: %s", source, exc)
+                continue
+            self.data_files[provenance["file"]] = provenance
+            names.extend(actor_names(source, records))
         return names
 
     def _require_loaded(self) -> tuple[ActorGraph, Gazetteer]:
@@ -216,10 +217,7 @@ class TAA(Task):
         correct = totals["correct_or_exact"] if rules == "robust" else totals["correct"]
         plausible = totals["plausible_or_exact"] if rules == "robust" else totals["plausible"]
         return {
-            "n": n,
-            "valid": valid,
-            "invalid": n - valid,
-            "parse_failure_rate": ratio(n - valid, n),
+            **validity(totals),
             "correct_accuracy": ratio(correct, n),
             "plausible_accuracy": ratio(plausible, n),
             "correct_accuracy_valid": ratio(correct, valid),

@@ -9,9 +9,22 @@ from typing import Any, Mapping
 from cvss import CVSS3
 from cvss.exceptions import CVSSError
 
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio
+from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import AnswerPattern, first_match
 from cybersecqwen.tasks.rcm import CISCO_DUPLICATE_ROWS as _RCM_DUPLICATES
+from cybersecqwen.tasks.registry import register
+
+# The eight CVSS 3.1 base metrics in vector order: name and value labels (the vocabulary of answers and serving).
+CVSS_METRICS = {
+    "AV": ("Attack Vector", {"N": "Network", "A": "Adjacent", "L": "Local", "P": "Physical"}),
+    "AC": ("Attack Complexity", {"L": "Low", "H": "High"}),
+    "PR": ("Privileges Required", {"N": "None", "L": "Low", "H": "High"}),
+    "UI": ("User Interaction", {"N": "None", "R": "Required"}),
+    "S": ("Scope", {"U": "Unchanged", "C": "Changed"}),
+    "C": ("Confidentiality", {"N": "None", "L": "Low", "H": "High"}),
+    "I": ("Integrity", {"N": "None", "L": "Low", "H": "High"}),
+    "A": ("Availability", {"N": "None", "L": "Low", "H": "High"}),
+}
 
 CISCO_INSTRUCTION = """From the following CVE description, determine the CVSS v3.1 vector string for each CVSS base metric: AV, AC, PR, UI, S, C, I, and A.
 Valid options for each metric are as follows:
@@ -62,12 +75,23 @@ def base_score(vector: str) -> float | None:
         return None
 
 
+def metric_prefix(key: str) -> str:
+    """The start of one metric's line in the trained answer; the server scores the value after it."""
+    return f"- {CVSS_METRICS[key][0]} ({key}): "
+
+
+def metric_choice(key: str, code: str) -> str:
+    return f"{CVSS_METRICS[key][1][code]} ({code})"
+
+
+@register
 class VSP(Task):
     name = "cti-vsp"
     file_name = "cti-vsp.tsv"
     columns = ("URL", "Description", "Prompt", "GT")
     primary_metric = "mad"
     higher_is_better = False
+    item_text_fields = ("Description",)
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip(), dict(row))
@@ -85,6 +109,24 @@ class VSP(Task):
 
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         return f"{CTIBENCH_INSTRUCTION}{fields['Description']} "
+
+    def render_answer(self, vector: str) -> str | None:
+        """The trained answer: each base metric on its own line, the base score, the vector alone on the last line.
+        None when the vector lacks a base metric or does not score."""
+        body = vector.split("/", 1)[1] if vector.startswith("CVSS:") else vector
+        try:
+            metrics = dict(part.split(":", 1) for part in body.split("/"))
+        except ValueError:
+            return None
+        # Temporal and environmental metrics (E:P/RL:O/...) are not part of the task: keep the base eight.
+        if not set(CVSS_METRICS) <= set(metrics):
+            return None
+        body = "/".join(f"{key}:{metrics[key]}" for key in CVSS_METRICS)
+        if base_score("CVSS:3.1/" + body) is None:
+            return None
+        lines = [metric_prefix(key) + metric_choice(key, metrics[key]) for key in CVSS_METRICS]
+        score = CVSS3("CVSS:3.1/" + body).scores()[0]
+        return "\n".join(lines) + f"\n\nBase score {score}.\n\nCVSS:3.1/{body}"
 
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
@@ -122,10 +164,7 @@ class VSP(Task):
     def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
         n, valid = totals["n"], totals["valid"]
         out = {
-            "n": n,
-            "valid": valid,
-            "invalid": n - valid,
-            "parse_failure_rate": ratio(n - valid, n),
+            **validity(totals),
             # The release: mean absolute deviation over parseable predictions.
             "mad": ratio(totals["deviation"], valid),
             # Strict: every item, an unparseable vector counted at the maximum deviation of 10.
@@ -141,7 +180,6 @@ class VSP(Task):
 
     def is_binary(self) -> bool:
         return False
-
 
     def official_metric_names(self, rules: str) -> list[str]:
         return ["score", "strict_mad"] if rules == "cisco" else ["mad", "strict_mad"]

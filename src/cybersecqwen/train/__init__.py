@@ -1,0 +1,1 @@
+"""LoRA SFT (sft.py, resumable) and adapter merge (merge.py)."""

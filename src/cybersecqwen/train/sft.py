@@ -27,17 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def base_model_dir(recipe: Recipe) -> Path:
-    if recipe.model.base == "embedded":
-        from cybersecqwen.models.embedded import embedded_hf_dir
+    from cybersecqwen.models import hf_folder
 
-        return embedded_hf_dir()
-    path = Path(recipe.model.base).expanduser()
-    if not (path / "config.json").is_file():
-        raise CybersecqwenError(
-            f"recipe model.base: '{recipe.model.base}' is not a local Hugging Face folder; nothing is fetched from a "
-            "hub, so download the model once and point model.base at its folder"
-        )
-    return path
+    return hf_folder(recipe.model.base, "recipe model.base")
 
 
 def read_corpus(corpus: Path, split: str) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cybersecqwen.corpus.sources import load_json
+from cybersecqwen.catalogs.files import load_json
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.catalogs import registry
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class MispActor:
     country: str
 
 
+@registry.parser("misp-galaxy-threat-actor", "threat-actor.json")
 def parse_misp_actors(path: Path) -> list[MispActor]:
     cluster = load_json(path)
     if not isinstance(cluster, dict) or not isinstance(cluster.get("values"), list):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cybersecqwen.corpus.sources import external_id, stix_objects
+from cybersecqwen.catalogs.files import external_id, stix_objects
+from cybersecqwen.catalogs import registry
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class AttackPattern:
     mitigations: tuple[str, ...]
 
 
+@registry.parser("mitre-capec", "stix-capec-3.9.json")
 def parse_capec(path: Path) -> list[AttackPattern]:
     objects = stix_objects(path)
     by_id = {o["id"]: o for o in objects}

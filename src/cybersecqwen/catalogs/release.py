@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.catalogs import registry
 
 MARKER = "CVE Description: "
 
@@ -19,6 +20,7 @@ class ReleaseExample:
     cwe_id: str
 
 
+@registry.parser("cybersecqwen-release-rcm-2021", "rcm_2021_train.jsonl")
 def parse_release_rcm(path: Path) -> list[ReleaseExample]:
     out = []
     with path.open(encoding="utf-8") as handle:

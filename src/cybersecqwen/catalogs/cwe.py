@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.catalogs import registry
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def _text(element: ET.Element | None) -> str:
     return re.sub(r"\s+", " ", "".join(element.itertext())).strip() if element is not None else ""
 
 
+@registry.parser("mitre-cwe", "cwec_v4.14.xml")
 def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
     weaknesses: dict[str, Weakness] = {}
     try:

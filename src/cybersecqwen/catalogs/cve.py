@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.catalogs import registry
 
 CWE_ID = re.compile(r"^CWE-\d+$")
 
@@ -55,6 +56,7 @@ def parse_record(record: dict[str, Any]) -> CveRecord:
     return CveRecord(record["cveMetadata"]["cveId"], re.sub(r"\s+", " ", description).strip(), cwe_ids, vector)
 
 
+@registry.parser("cve-vulnrichment-2022-2023", "cve-records-2022-2023.jsonl.gz")
 def parse_cve_records(path: Path) -> list[CveRecord]:
     records = []
     try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cybersecqwen.corpus.sources import load_json
+from cybersecqwen.catalogs.files import load_json
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.catalogs import registry
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class LabelledSentence:
     document: str
 
 
+@registry.parser("tram-attack-sentences", "single_label.json")
 def parse_tram(path: Path) -> list[LabelledSentence]:
     rows = load_json(path)
     if not isinstance(rows, list):

@@ -1,4 +1,4 @@
-"""Registry of the data sources and how a file of one is found.
+"""The data-file registry: every file the project reads (name, pinned URL, sha256, license) and how it is found.
 
 Resolution order (the first that has the file wins):
 1. a mirror directory laid out like the project's shared data folder: `--data-dir` or
@@ -21,6 +21,7 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import atomic_path
@@ -55,6 +56,10 @@ class Source:
                 return source_file
         known = ", ".join(f.name for f in self.files)
         raise CybersecqwenError(f"source '{self.name}' has no file '{name}' (it has: {known})")
+
+
+class MissingDataError(CybersecqwenError):
+    """A data file none of the three ways (mirror, cache, download) provided."""
 
 
 _CTI_BENCH = "https://raw.githubusercontent.com/xashru/cti-bench/57ce8c246e5fc66a16c6cef743f3a983831b90f0/data/"
@@ -238,7 +243,7 @@ def resolve(source_name: str, file_name: str, data_dir: Path | str | None = None
         return _download(source, expected, cached)
     where = f"mirror {mirror}" if mirror is not None else f"no mirror set ({DATA_DIR_ENV} unset)"
     fetch = "pass --download to fetch it from the pinned upstream" if expected.url else "it has no single upstream file; only a mirror can provide it"
-    raise CybersecqwenError(
+    raise MissingDataError(
         f"missing data file {source.name}/{file_name} ({where}; not in cache {cached.parent}). "
         f"Provide it one of three ways: --data-dir DIR or {DATA_DIR_ENV}=DIR pointing at a mirror holding "
         f"{source.name}/{file_name}; copy it into {cached.parent}; or {fetch}"
@@ -265,3 +270,30 @@ def _download(source: Source, expected: SourceFile, target: Path) -> Path:
     except OSError as exc:
         raise CybersecqwenError(f"download of {expected.url} failed: {exc}") from None
     return target
+
+
+def provenance(source_name: str, file_name: str, path: Path) -> dict[str, Any]:
+    """What a report records about one input file: which file, its pinned hash, whether these bytes are it."""
+    source = get_source(source_name)
+    expected = source.file(file_name)
+    return {"file": file_name, "sha256": expected.sha256, "pinned": is_pinned(path, expected), "license": source.license,
+            "origin": source.origin}
+
+
+def sources_table(data_dir: Path | str | None = None):
+    """The `data sources` verb's table: every registered file, its license, and whether it resolves and is pinned."""
+    from rich.table import Table
+
+    table = Table(title="data sources")
+    for column in ("source", "file", "license", "status"):
+        table.add_column(column)
+    for source in SOURCES.values():
+        for source_file in source.files:
+            try:
+                status = f"ok {resolve(source.name, source_file.name, data_dir)}"
+            except MissingDataError:
+                status = "missing"
+            except CybersecqwenError as exc:
+                status = str(exc)
+            table.add_row(source.name, source_file.name, source.license, status)
+    return table

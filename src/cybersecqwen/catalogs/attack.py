@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cybersecqwen.corpus.sources import external_id, is_active, stix_objects
+from cybersecqwen.catalogs.files import external_id, is_active, stix_objects
+from cybersecqwen.catalogs import registry
 
 CITATION = re.compile(r"\(Citation:[^)]*\)")
 LINK = re.compile(r"\[([^\]]+)\]\(https?://[^)]+\)")
@@ -63,6 +64,7 @@ class AttackCatalog:
                       key=lambda pair: pair[1].lower())
 
 
+@registry.parser("mitre-attack-enterprise", "enterprise-attack-v18.1.json.gz")
 def parse_attack(path: Path) -> AttackCatalog:
     catalog = AttackCatalog()
     objects = stix_objects(path)

@@ -35,6 +35,17 @@ def provenance(model_dir: Path) -> dict[str, Any]:
             "eval_results": json.dumps(data["eval"]) if data.get("eval") else None}
 
 
+def export_gguf(model: str, out: Path, quant: str, base_type: str = "F16", imatrix: Path | None = None, mcq_items: int = 40,
+                data_dir: Path | None = None, download: bool = False, context: int = 4096) -> dict[str, Any]:
+    """The `export gguf` verb: check the options before any work, then export (`embedded`: the embedded model)."""
+    from cybersecqwen.export.quantize import check_imatrix, parse_quants
+    from cybersecqwen.models import hf_folder
+
+    quants = parse_quants(quant)
+    check_imatrix(imatrix)
+    return export_model(hf_folder(model, "MODEL"), out, quants, base_type.upper(), mcq_items, data_dir, download, context)
+
+
 def export_model(model_dir: Path, out: Path, quants: list[str], base_type: str = "F16", mcq_items: int = 40,
                  data_dir: Path | None = None, download: bool = False, context: int = 4096) -> dict[str, Any]:
     source = open_source(model_dir)  # refuses a non-model, an unsupported architecture or missing tokenizer first

@@ -1,4 +1,4 @@
-"""One parser per open CTI source: raw file in, typed records out. Malformed input names file and position."""
+"""Reading the raw files of the catalogs: JSON (plain or gzipped) and STIX bundles. Malformed input names the file and position."""
 
 from __future__ import annotations
 

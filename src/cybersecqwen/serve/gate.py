@@ -1,0 +1,68 @@
+"""The model gate: every request that uses the model passes here, chat and structured endpoints alike.
+
+It owns the one lock on the model (llama.cpp contexts and HF models are not thread-safe), the bounded queue
+(429 + Retry-After when full, checked before any work starts) and the per-request timeout (504). User errors
+raised by the job become 400s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
+from fastapi.concurrency import run_in_threadpool
+
+from cybersecqwen.errors import CybersecqwenError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None):
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+
+def error_body(message: str, kind: str, code: int) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+class ModelGate:
+    def __init__(self, max_queue: int, timeout_s: float, on_depth: Callable[[int], None] = lambda depth: None) -> None:
+        self.lock = threading.Lock()  # whoever closes the backend takes it first: never free a model mid-request
+        self.max_queue, self.timeout_s = max_queue, timeout_s
+        self.in_flight = 0
+        self.on_depth = on_depth  # the queue-depth gauge
+
+    def admit(self) -> None:
+        """429 when the queue is full; checked when a request arrives, before any of its work starts."""
+        if self.in_flight >= self.max_queue:
+            raise ApiError(429, f"server busy: {self.max_queue} requests queued; retry shortly", "rate_limit_error",
+                           {"Retry-After": "1"})
+
+    @contextlib.contextmanager
+    def occupied(self) -> Iterator[None]:
+        """One queue slot, held while the request waits for or runs on the model."""
+        self.in_flight += 1
+        self.on_depth(self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.on_depth(self.in_flight)
+
+    def locked(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with self.lock:
+                return job()
+        return run
+
+    async def run(self, job: Callable[[], Any]) -> Any:
+        """Run one model job in a worker thread: bounded queue (429), timeout (504), user errors (400)."""
+        self.admit()
+        with self.occupied():
+            try:
+                return await asyncio.wait_for(run_in_threadpool(self.locked(job)), timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(504, f"the model did not answer within {self.timeout_s:.0f} s", "timeout") from None
+            except CybersecqwenError as exc:
+                raise ApiError(400, str(exc)) from None

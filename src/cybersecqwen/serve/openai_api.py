@@ -1,0 +1,108 @@
+"""OpenAI-compatible routes: `/v1/models` and `/v1/chat/completions` (plain, SSE streaming, json_schema/json_object)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from cybersecqwen.models.base import Backend, GenerationRequest
+from cybersecqwen.serve import schemas
+from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
+
+
+def token_limit(requested: int | None, limit: int) -> int:
+    if requested is not None and requested > limit:
+        raise ApiError(422, f"max_tokens {requested} is over this server's limit of {limit}")
+    return requested or min(512, limit)
+
+
+def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "local"}]}
+
+    @router.post("/v1/chat/completions")
+    async def chat(body: schemas.ChatRequest):
+        max_tokens = token_limit(body.max_tokens, settings.max_tokens)
+        stop = tuple([body.stop] if isinstance(body.stop, str) else body.stop or [])
+        schema = None
+        if body.response_format and body.response_format.type == "json_schema":
+            if body.response_format.json_schema is None:
+                raise ApiError(422, "response_format json_schema needs a json_schema object with a schema")
+            schema = json.dumps(body.response_format.json_schema.schema_)
+        elif body.response_format and body.response_format.type == "json_object":
+            schema = "{}"
+        # The deadline stops llama.cpp mid-generation when the request times out, freeing the model for the queue.
+        request = GenerationRequest([m.model_dump() for m in body.messages], max_tokens, body.temperature, stop,
+                                    body.seed if body.seed is not None else 42, json_schema=schema,
+                                    deadline=time.monotonic() + settings.timeout_s)
+        created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if body.stream:
+            return stream_chat(request, completion_id, created)
+        started = time.perf_counter()
+        text = await gate.run(lambda: backend.generate([request])[0])
+        seconds = time.perf_counter() - started
+        prompt_tokens = backend.count_tokens("\n".join(m["content"] for m in request.messages))
+        completion_tokens = backend.count_tokens(text)
+        metrics.tokens.inc(completion_tokens)
+        metrics.tokens_per_s.set(completion_tokens / max(seconds, 1e-9))
+        return {"id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "length" if completion_tokens >= max_tokens else "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+
+    def stream_chat(request: GenerationRequest, completion_id: str, created: int) -> StreamingResponse:
+        gate.admit()
+        pieces: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def produce() -> None:
+            try:
+                with gate.lock:
+                    for piece in backend.stream(request):
+                        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": settings.model_name,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(payload)}\n\n"
+
+        async def events():
+            # The slot is taken inside the generator: a client gone before the body starts never holds one.
+            with gate.occupied():
+                task = asyncio.ensure_future(run_in_threadpool(produce))
+                try:
+                    yield chunk({"role": "assistant", "content": ""})
+                    produced = 0
+                    while True:
+                        piece = await asyncio.wait_for(pieces.get(), timeout=settings.timeout_s)
+                        if piece is None:
+                            break
+                        if isinstance(piece, Exception):
+                            yield f"data: {json.dumps(error_body('generation failed', 'server_error', 500))}\n\n"
+                            break
+                        produced += 1
+                        yield chunk({"content": piece})
+                    metrics.tokens.inc(produced)
+                    yield chunk({}, "stop")
+                    yield "data: [DONE]\n\n"
+                finally:
+                    await task
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return router

@@ -1,0 +1,64 @@
+"""`cwe-classify`, a structured form the server offers beyond CTI-Bench: free vulnerability text -> a JSON object
+{"cwe_id", "name", "justification"}. Owned here like every task so the corpus trains on exactly the text the
+server sends. No benchmark file: it is scored on held-out corpus examples (exact CWE match).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
+from cybersecqwen.tasks.rcm import robust_cwe_ids
+from cybersecqwen.tasks.registry import register
+
+INSTRUCTION = (
+    "Classify the software weakness described below with its MITRE CWE. Reply with one JSON object and nothing "
+    'else: {"cwe_id": "CWE-<number>", "name": "<CWE name>", "justification": "<one sentence citing the text>"}'
+)
+
+
+class NoBenchmarkFile:
+    """For the server's forms: there is no CTI-Bench file to load."""
+
+    file_name = ""
+    columns: tuple[str, ...] = ()
+    protocols = ("ctibench",)
+
+    def load(self, data_dir=None, download: bool = False) -> list[Item]:
+        raise CybersecqwenError(f"task {self.name} has no benchmark file; it is evaluated on held-out corpus examples")
+
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
+        raise NotImplementedError
+
+
+@register
+class CweClassify(NoBenchmarkFile, AccuracyTask):
+    name = "cwe-classify"
+    primary_metric = "accuracy"
+    item_text_fields = ("Text",)
+    answer_prefix = '{"cwe_id": "'
+
+    def build_prompt(self, fields: Mapping[str, str]) -> str:
+        return f"{INSTRUCTION}\n\nText: {fields['Text']}"
+
+    def choice_text(self, value: str, label: str) -> str:
+        return f'{value}"'
+
+    def render_answer(self, cwe_id: str, name: str, justification: str) -> str:
+        return json.dumps({"cwe_id": cwe_id, "name": name, "justification": justification}, ensure_ascii=False)
+
+    def extract(self, response: str, rules: str) -> Answer:
+        match = re.search(r"\{.*\}", response, re.DOTALL)
+        if match:
+            try:
+                payload = json.loads(match.group(0))
+                cwe_id = str(payload.get("cwe_id", "")).upper().replace(" ", "")
+                if re.fullmatch(r"CWE-\d+", cwe_id):
+                    return Answer(f"CWE-{int(cwe_id[4:])}", "proper")
+            except (json.JSONDecodeError, AttributeError, ValueError):
+                pass
+        ranked = robust_cwe_ids(response)
+        return Answer(ranked[0], "improper") if ranked else INVALID
