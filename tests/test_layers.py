@@ -16,6 +16,7 @@ LAYERS = [
     {"serve", "scorecard"},
     {"export"},  # measures each GGUF file with the evaluator
     {"corpus", "evaluate", "train"},
+    {"heads"},  # trained from corpus files, used by the evaluator and the server
     {"config"},  # validates task names against the task registry
     {"tasks", "models"},
     {"catalogs"},

@@ -20,6 +20,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Data sources and corpora.")
 app.add_typer(data_app, name="data")
 export_app = typer.Typer(no_args_is_help=True, help="GGUF files for llama.cpp, Ollama and LM Studio.")
 app.add_typer(export_app, name="export")
+heads_app = typer.Typer(no_args_is_help=True, help="Specialist heads: supervised CTI classifiers trained on a corpus.")
+app.add_typer(heads_app, name="heads")
 console = Console(stderr=True)
 
 DataDir = typer.Option(None, "--data-dir", help="Mirror directory of the data sources (else $CYBERSECQWEN_DATA_DIR).")
@@ -164,6 +166,36 @@ def data_sources(data_dir: Optional[Path] = DataDir) -> None:
     print_table(sources_table(data_dir))
 
 
+@heads_app.command("train")
+def heads_train(
+    corpus: Path = typer.Option(..., "--corpus", help="A corpus folder made by `data build` (its train and val splits)."),
+    out: Path = typer.Option(..., "--out", help="New folder for weights.npz, heads.json and manifest.json."),
+    seed: int = typer.Option(0, "--seed"),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Train the CWE, CVSS, ATT&CK and actor heads; hyperparameters chosen on the validation split only."""
+    from cybersecqwen.heads.train import summary, train_heads
+
+    print(summary(train_heads(corpus, out, data_dir, download, seed), out))
+
+
+@heads_app.command("fuse")
+def heads_fuse(
+    heads: Path = typer.Option(..., "--heads", help="A heads folder (`heads train`)."),
+    corpus: Path = typer.Option(..., "--corpus", help="The corpus the heads were trained on (its validation items)."),
+    model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder: the model to fuse with."),
+    backend: str = typer.Option("auto", "--backend"),
+    items: int = typer.Option(200, "--items", min=10, help="Validation items per structured task."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Learn the fusion weights (head, model, lexical) and the needs-review thresholds on validation items."""
+    from cybersecqwen.serve.fuse import fit_fusion
+
+    print(json.dumps(fit_fusion(heads, corpus, model, backend, items, data_dir, download), indent=2))
+
+
 @export_app.command("gguf")
 def export_gguf_command(
     model: str = typer.Argument(..., help="A merged Hugging Face model folder (`cybersecqwen merge`), or 'embedded'."),
@@ -236,6 +268,8 @@ def serve_command(
     audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSONL audit log: request id, endpoint, sizes, latency."),
     log_content: bool = typer.Option(False, "--log-content", help="Also write request bodies to the audit log."),
     chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Serve the structured endpoints from --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
@@ -247,7 +281,7 @@ def serve_command(
                               max_body_bytes=max_body, max_tokens=max_tokens, max_queue=max_queue, timeout_s=timeout,
                               audit_log=audit_log, log_content=log_content)
     console.print(f"serving {model} on http://{host}:{port}  (docs: /docs, page: /)")
-    serve(model, backend, host, port, settings, data_dir, download, chat_only)
+    serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 
 
 @app.command("enrich")
@@ -259,13 +293,15 @@ def enrich_command(
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
     backend: str = typer.Option("auto", "--backend"),
     stix: Optional[Path] = typer.Option(None, "--stix", help="Also write a STIX 2.1 bundle here."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
     from cybersecqwen.serve.enrich import enrich_file
 
-    counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download)
+    counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download, heads, no_model)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"
           + (f"; STIX bundle {stix}" if stix else ""))
 

@@ -103,6 +103,18 @@ class EvalSettings(Strict):
     seed: int = 42
 
 
+class HeadsSettings(Strict):
+    """The specialist heads `cybersecqwen run` trains, fuses with the quantized model and scores beside it."""
+
+    enabled: bool = True
+    # The heads learn from the recipe's sources without the mix's caps and total (a linear model wants every record),
+    # keeping long examples (CTI-ATE prompts carry the 216-technique list); same sources, same decontamination.
+    max_tokens: int = Field(4096, gt=16, description="longest example kept in the heads' corpus")
+    seed: int = 0
+    fuse_items: int = Field(60, ge=10, description="validation items per job for learning the fusion weights")
+    fused_eval_limit: int | None = Field(300, gt=0, description="CTI-RCM items the fused answerer is scored on (null: all)")
+
+
 class ExportSettings(Strict):
     quant: str = "Q4_K_M"
     base_type: Literal["F16", "BF16", "F32"] = "F16"
@@ -116,7 +128,14 @@ class Recipe(Strict):
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     export: ExportSettings = ExportSettings()
+    heads: HeadsSettings = HeadsSettings()
     kind: Literal["recipe"] = "recipe"
+
+    def for_heads(self) -> "Recipe":
+        """This recipe's data section without the mix's caps and total, for the heads' corpus."""
+        tasks = {name: mix.model_copy(update={"cap": None}) for name, mix in self.data.tasks.items()}
+        data = self.data.model_copy(update={"tasks": tasks, "total": None, "max_tokens": self.heads.max_tokens})
+        return self.model_copy(update={"data": data})
 
 
 def load_recipe(path: Path) -> Recipe:

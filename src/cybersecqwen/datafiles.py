@@ -64,106 +64,55 @@ class MissingDataError(CybersecqwenError):
 
 _CTI_BENCH = "https://raw.githubusercontent.com/xashru/cti-bench/57ce8c246e5fc66a16c6cef743f3a983831b90f0/data/"
 
-SOURCES: dict[str, Source] = {
-    s.name: s
-    for s in [
-        Source(
-            name="cti-bench",
-            title="CTI-Bench (Alam et al., NeurIPS 2024)",
-            license="CC-BY-NC-SA-4.0",
-            origin="github.com/xashru/cti-bench @ 57ce8c2, data/",
-            files=(
-                SourceFile("cti-mcq.tsv", "11e0af8db2dae9706c6e79901d2390bcdf9746e8feccbd9ba10682df649bcc6a", 2394094, _CTI_BENCH + "cti-mcq.tsv"),
-                SourceFile("cti-rcm.tsv", "ed7d7fa79fc912c627f96e229eaa38b3c4b6be813d834d434580be6d4703d700", 990921, _CTI_BENCH + "cti-rcm.tsv"),
-                SourceFile("cti-rcm-2021.tsv", "a1fc5348b4bc181778dd98055f267b584755215580dd8a18896134e2670d43d3", 830612, _CTI_BENCH + "cti-rcm-2021.tsv"),
-                SourceFile("cti-vsp.tsv", "43d4ceefe042236a7d0885cb8506bf6537426cf2359eddb2450dd151864a498b", 1803337, _CTI_BENCH + "cti-vsp.tsv"),
-                SourceFile("cti-ate.tsv", "79e5354a5c6aae0c979389786853e768201f8d129fb0f0ca5af392555f238f28", 461971, _CTI_BENCH + "cti-ate.tsv"),
-                SourceFile("cti-taa.tsv", "2f14c3209ea83bd9e7bc456e336d10a78870cfe2b9b4dc3f86ea50621d6f6321", 1132791, _CTI_BENCH + "cti-taa.tsv"),
-                # Derived by the mirror from evaluation/responses/cti-taa-responses.tsv and the pickles in
-                # evaluation/: no upstream file has these bytes.
-                SourceFile("cti-taa-gt.tsv", "fbb9e626a0802bb41d1c91b04928d0cc5beda602086f1ada356882b59333eb3a", 527),
-                SourceFile("taa-alias-dict.json", "e3d15db61d84a08a2c036b273a166050cb51d6726924d34b9a96c7b7e1ac3297", 5423),
-                SourceFile("taa-related-dict.json", "421be5d9a23dcc44225e99c42eb4cb9fb52e42372992d81e8c746a95a76c4a0e", 2948),
-            ),
-        ),
-        Source(
-            name="mitre-attack-enterprise",
-            title="MITRE ATT&CK Enterprise v18.1 (STIX 2.0)",
-            license="MITRE-ATTACK-terms",
-            origin="github.com/mitre/cti @ 421deac, enterprise-attack/ (assembled bundle)",
-            files=(SourceFile("enterprise-attack-v18.1.json.gz", "740755bbfb93ce042e4844e292e11db64926ebb2e8933f4bd6741c8cf1a086f2", 7940538),),
-        ),
-        Source(
-            name="misp-galaxy-threat-actor",
-            title="MISP galaxy threat-actor cluster v349",
-            license="CC0-1.0 OR BSD-2-Clause",
-            origin="github.com/MISP/misp-galaxy @ 9434ace, clusters/threat-actor.json",
-            files=(
-                SourceFile(
-                    "threat-actor.json",
-                    "4c58a48ed54636926c555b24c6aec8ffeaca44e6cdcc9d7c664bd8ab813dbefc",
-                    1399343,
-                    "https://raw.githubusercontent.com/MISP/misp-galaxy/9434ace4eb925c9a1c9b3bccf014a25f9d14f0b0/clusters/threat-actor.json",
-                ),
-            ),
-        ),
-        Source(
-            name="mitre-cwe",
-            title="MITRE CWE catalog 4.14",
-            license="MITRE-CWE-terms",
-            origin="PyPI cwe2 3.0.0 wheel, cwe2/database_v49/",
-            files=(
-                SourceFile("cwec_v4.14.xml", "828d4c1a2ad2c28e5c2e107f7385793f280722bfb335bae4b44beb866cd09de1", 14668203),
-                SourceFile("1003.csv", "2b92a41846192262099846b022537eca34c1708d601707aa4e9d09ef18b4dab0", 900455),
-            ),
-        ),
-        Source(
-            name="mitre-capec",
-            title="MITRE CAPEC 3.9 (STIX 2.1)",
-            license="MITRE-CAPEC-terms",
-            origin="github.com/mitre/cti @ 421deac, capec/2.1/ (assembled bundle)",
-            files=(SourceFile("stix-capec-3.9.json", "b77555e609bd3d6a5f8cea4c6158934b33d5f6d6bec2fcbfad33221a3e2c2b04", 4499529),),
-        ),
-        Source(
-            name="cve-vulnrichment-2022-2023",
-            title="CISA Vulnrichment CVE records 2022-2023",
-            license="CC0-1.0",
-            origin="github.com/cisagov/vulnrichment @ b0ed758 (selection)",
-            files=(
-                SourceFile("cve-records-2022-2023.jsonl.gz", "bc7d22b4542032b52a7ddfe4fd7f03e9f208db25602ed6e5ae3dca73f8ab728b", 2346540),
-                SourceFile("cve-labels-2022-2023.csv", "5152dc9f2593f8efbfc68430589a0034a56558a0f5979ee99d37ee4cb99cdb3c", 2295876),
-            ),
-        ),
-        Source(
-            name="tram-attack-sentences",
-            title="TRAM 2 single-label ATT&CK sentences",
-            license="Apache-2.0",
-            origin="github.com/center-for-threat-informed-defense/tram @ f29793d, data/tram2-data/single_label.json",
-            files=(
-                SourceFile(
-                    "single_label.json",
-                    "7f9966dd8647e777e28e02aa08d7a38499f4b6ba5682a2366508a7b63b82cc0f",
-                    1024483,
-                    "https://raw.githubusercontent.com/center-for-threat-informed-defense/tram/f29793d8d665f7f552898696e00065ef24a29a20/data/tram2-data/single_label.json",
-                ),
-            ),
-        ),
-        Source(
-            name="cybersecqwen-release-rcm-2021",
-            title="CyberSecQwen-4B release: CVE to CWE training records (2021)",
-            license="Apache-2.0",
-            origin="github.com/GPT-64590/CyberSecQwen-4B @ 1298e4a, data/train/rcm_2021_train.jsonl",
-            files=(
-                SourceFile(
-                    "rcm_2021_train.jsonl",
-                    "af1f89e840fd1f6c985ac0774bba1149e3942aeeb1ff337a91a2f7620c397563",
-                    3923003,
-                    "https://raw.githubusercontent.com/GPT-64590/CyberSecQwen-4B/1298e4a3f5cc23dbbea8c22126a55dd0d2f07c21/data/train/rcm_2021_train.jsonl",
-                ),
-            ),
-        ),
-    ]
-}
+SOURCES: dict[str, Source] = {s.name: s for s in [  # name, title, license, origin, files (name, sha256, size, URL)
+    Source("cti-bench", "CTI-Bench (Alam et al., NeurIPS 2024)", "CC-BY-NC-SA-4.0",
+           "github.com/xashru/cti-bench @ 57ce8c2, data/", (
+               SourceFile("cti-mcq.tsv", "11e0af8db2dae9706c6e79901d2390bcdf9746e8feccbd9ba10682df649bcc6a", 2394094, _CTI_BENCH + "cti-mcq.tsv"),
+               SourceFile("cti-rcm.tsv", "ed7d7fa79fc912c627f96e229eaa38b3c4b6be813d834d434580be6d4703d700", 990921, _CTI_BENCH + "cti-rcm.tsv"),
+               SourceFile("cti-rcm-2021.tsv", "a1fc5348b4bc181778dd98055f267b584755215580dd8a18896134e2670d43d3", 830612, _CTI_BENCH + "cti-rcm-2021.tsv"),
+               SourceFile("cti-vsp.tsv", "43d4ceefe042236a7d0885cb8506bf6537426cf2359eddb2450dd151864a498b", 1803337, _CTI_BENCH + "cti-vsp.tsv"),
+               SourceFile("cti-ate.tsv", "79e5354a5c6aae0c979389786853e768201f8d129fb0f0ca5af392555f238f28", 461971, _CTI_BENCH + "cti-ate.tsv"),
+               SourceFile("cti-taa.tsv", "2f14c3209ea83bd9e7bc456e336d10a78870cfe2b9b4dc3f86ea50621d6f6321", 1132791, _CTI_BENCH + "cti-taa.tsv"),
+               # Derived by the mirror from evaluation/responses/cti-taa-responses.tsv and the pickles in evaluation/:
+               # no upstream file has these bytes.
+               SourceFile("cti-taa-gt.tsv", "fbb9e626a0802bb41d1c91b04928d0cc5beda602086f1ada356882b59333eb3a", 527),
+               SourceFile("taa-alias-dict.json", "e3d15db61d84a08a2c036b273a166050cb51d6726924d34b9a96c7b7e1ac3297", 5423),
+               SourceFile("taa-related-dict.json", "421be5d9a23dcc44225e99c42eb4cb9fb52e42372992d81e8c746a95a76c4a0e", 2948),
+           )),
+    Source("mitre-attack-enterprise", "MITRE ATT&CK Enterprise v18.1 (STIX 2.0)", "MITRE-ATTACK-terms",
+           "github.com/mitre/cti @ 421deac, enterprise-attack/ (assembled bundle)", (
+               SourceFile("enterprise-attack-v18.1.json.gz", "740755bbfb93ce042e4844e292e11db64926ebb2e8933f4bd6741c8cf1a086f2", 7940538),
+           )),
+    Source("misp-galaxy-threat-actor", "MISP galaxy threat-actor cluster v349", "CC0-1.0 OR BSD-2-Clause",
+           "github.com/MISP/misp-galaxy @ 9434ace, clusters/threat-actor.json", (
+               SourceFile("threat-actor.json", "4c58a48ed54636926c555b24c6aec8ffeaca44e6cdcc9d7c664bd8ab813dbefc", 1399343,
+                          "https://raw.githubusercontent.com/MISP/misp-galaxy/9434ace4eb925c9a1c9b3bccf014a25f9d14f0b0/clusters/threat-actor.json"),
+           )),
+    Source("mitre-cwe", "MITRE CWE catalog 4.14", "MITRE-CWE-terms",
+           "PyPI cwe2 3.0.0 wheel, cwe2/database_v49/", (
+               SourceFile("cwec_v4.14.xml", "828d4c1a2ad2c28e5c2e107f7385793f280722bfb335bae4b44beb866cd09de1", 14668203),
+               SourceFile("1003.csv", "2b92a41846192262099846b022537eca34c1708d601707aa4e9d09ef18b4dab0", 900455),
+           )),
+    Source("mitre-capec", "MITRE CAPEC 3.9 (STIX 2.1)", "MITRE-CAPEC-terms",
+           "github.com/mitre/cti @ 421deac, capec/2.1/ (assembled bundle)", (
+               SourceFile("stix-capec-3.9.json", "b77555e609bd3d6a5f8cea4c6158934b33d5f6d6bec2fcbfad33221a3e2c2b04", 4499529),
+           )),
+    Source("cve-vulnrichment-2022-2023", "CISA Vulnrichment CVE records 2022-2023", "CC0-1.0",
+           "github.com/cisagov/vulnrichment @ b0ed758 (selection)", (
+               SourceFile("cve-records-2022-2023.jsonl.gz", "bc7d22b4542032b52a7ddfe4fd7f03e9f208db25602ed6e5ae3dca73f8ab728b", 2346540),
+               SourceFile("cve-labels-2022-2023.csv", "5152dc9f2593f8efbfc68430589a0034a56558a0f5979ee99d37ee4cb99cdb3c", 2295876),
+           )),
+    Source("tram-attack-sentences", "TRAM 2 single-label ATT&CK sentences", "Apache-2.0",
+           "github.com/center-for-threat-informed-defense/tram @ f29793d, data/tram2-data/single_label.json", (
+               SourceFile("single_label.json", "7f9966dd8647e777e28e02aa08d7a38499f4b6ba5682a2366508a7b63b82cc0f", 1024483,
+                          "https://raw.githubusercontent.com/center-for-threat-informed-defense/tram/f29793d8d665f7f552898696e00065ef24a29a20/data/tram2-data/single_label.json"),
+           )),
+    Source("cybersecqwen-release-rcm-2021", "CyberSecQwen-4B release: CVE to CWE training records (2021)", "Apache-2.0",
+           "github.com/GPT-64590/CyberSecQwen-4B @ 1298e4a, data/train/rcm_2021_train.jsonl", (
+               SourceFile("rcm_2021_train.jsonl", "af1f89e840fd1f6c985ac0774bba1149e3942aeeb1ff337a91a2f7620c397563", 3923003,
+                          "https://raw.githubusercontent.com/GPT-64590/CyberSecQwen-4B/1298e4a3f5cc23dbbea8c22126a55dd0d2f07c21/data/train/rcm_2021_train.jsonl"),
+           )),
+]}
 
 
 def get_source(name: str) -> Source:

@@ -25,6 +25,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def png_figure(path: Path, dpi: int = 110, **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """(figure, axes) of a headless matplotlib figure, laid out and written atomically to `path` as the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(path) as tmp:  # no software tag: the same data draws the same bytes
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
 def require_free_space(folder: Path, needed: int, hint: str = "") -> None:
     """Refuse, before any work, to start writing what would not fit (creates `folder` to measure it)."""
     import shutil

@@ -24,7 +24,9 @@ from cybersecqwen.io import write_json
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "eval-base", "train", "merge", "eval-tuned", "export", "eval-quant", "scorecard")
+STAGES = ("data", "heads", "eval-base", "train", "merge", "eval-tuned", "export", "eval-quant", "fuse", "eval-heads",
+          "eval-fused", "scorecard")
+HEADS_STAGES = ("heads", "fuse", "eval-heads", "eval-fused")
 
 
 def digest(*parts: Any) -> str:
@@ -61,20 +63,25 @@ class Pipeline:
         r = self.recipe
         keys: dict[str, str] = {}
         keys["data"] = digest("data", r.model.model_dump(), r.data.model_dump(), __version__)
+        keys["heads"] = digest("heads", r.model.model_dump(), r.data.model_dump(),
+                               r.heads.model_dump(include={"enabled", "max_tokens", "seed"}), __version__)
         keys["eval-base"] = digest("eval", r.model.model_dump(), self.eval.model_dump(), self.full)
         keys["train"] = digest("train", keys["data"], r.lora.model_dump(), r.train.model_dump())
         keys["merge"] = digest("merge", keys["train"])
         keys["eval-tuned"] = digest("eval", keys["merge"], self.eval.model_dump(), self.full)
         keys["export"] = digest("export", keys["merge"], r.export.model_dump())
         keys["eval-quant"] = digest("eval", keys["export"], self.eval.model_dump(), self.full)
+        keys["fuse"] = digest("fuse", keys["heads"], keys["export"], r.heads.fuse_items)
+        keys["eval-heads"] = digest("eval", keys["heads"], self.eval.model_dump(), self.full)
+        keys["eval-fused"] = digest("eval", keys["fuse"], self.eval.model_dump(), self.full, r.heads.fused_eval_limit)
         references = self.references.read_bytes() if self.references and self.references.is_file() else b""
-        keys["scorecard"] = digest("scorecard", keys["eval-base"], keys["eval-tuned"], keys["eval-quant"],
-                                   hashlib.sha256(references).hexdigest())
+        keys["scorecard"] = digest("scorecard", keys["eval-base"], keys["eval-tuned"], keys["eval-quant"], keys["eval-heads"],
+                                   keys["eval-fused"], hashlib.sha256(references).hexdigest())
         return keys
 
     def output(self, stage: str) -> Path:
-        return self.out / {"data": "corpus", "train": "train", "merge": "merged", "export": "gguf",
-                           "scorecard": "scorecard.md"}.get(stage, stage)
+        return self.out / {"data": "corpus", "train": "train", "merge": "merged", "export": "gguf", "heads": "heads",
+                           "fuse": "fuse.json", "scorecard": "scorecard.md"}.get(stage, stage)
 
     def current(self, stage: str) -> bool:
         record = self.state["stages"].get(stage, {})
@@ -109,7 +116,10 @@ class Pipeline:
             self.save_state()
             progress(f"[{stage}] {'resuming' if resuming else 'running'}")
             began = time.perf_counter()
-            getattr(self, "stage_" + stage.replace("-", "_"))()
+            if stage in HEADS_STAGES and not self.recipe.heads.enabled:
+                write_json(self.output(stage) if stage == "fuse" else self.output(stage) / "DISABLED.json", {"heads": "disabled"})
+            else:
+                getattr(self, "stage_" + stage.replace("-", "_"))()
             self.state["stages"][stage].update(finished=True, seconds=round(time.perf_counter() - began, 1),
                                                peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2))
             self.save_state()
@@ -132,19 +142,22 @@ class Pipeline:
     def base_model(self) -> str:
         return self.recipe.model.base
 
-    def evaluate(self, model: str, stage: str) -> None:
+    def evaluate(self, model: str, stage: str, only: tuple[str, ...] | None = None, limit: int | None = -1,
+                 responder: Any = None) -> None:
+        """Every protocol of the recipe's eval: its tasks (`only` these), its sample (`limit` overrides; None: all rows)."""
         from cybersecqwen.evaluate.runner import EvalConfig, run_eval
         from cybersecqwen.tasks import get_task, parse_task_list
 
         for protocol in self.eval.protocols:
             # --full: every row of every task, per-task caps included.
-            tasks = {name: None if self.full else limit for name, limit in parse_task_list(self.eval.tasks).items()
-                     if protocol in get_task(name).protocols}
+            tasks = {name: None if self.full or limit != -1 else cap for name, cap in parse_task_list(self.eval.tasks).items()
+                     if protocol in get_task(name).protocols and (only is None or name in only)}
             if not tasks:
                 continue
-            run_eval(EvalConfig(model=model, tasks=tasks, out=self.output(stage) / protocol, limit=self.eval.limit,
-                                protocol=protocol, mode=self.eval.mode, trials=self.eval.trials, max_tokens=self.eval.max_tokens,
-                                seed=self.eval.seed, data_dir=self.data_dir, download=self.download))
+            run_eval(EvalConfig(model=model, tasks=tasks, out=self.output(stage) / protocol,
+                                limit=self.eval.limit if limit == -1 else limit, protocol=protocol, mode=self.eval.mode,
+                                trials=self.eval.trials, max_tokens=self.eval.max_tokens, seed=self.eval.seed,
+                                data_dir=self.data_dir, download=self.download), responder)
 
     def stage_eval_base(self) -> None:
         self.evaluate(self.base_model(), "eval-base")
@@ -183,6 +196,40 @@ class Pipeline:
 
     def stage_eval_quant(self) -> None:
         self.evaluate(str(self.quant_file()), "eval-quant")
+
+    def stage_heads(self) -> None:
+        """The heads' own corpus (the recipe's sources without the mix's caps), then the heads trained on it."""
+        from cybersecqwen.corpus.build import build_corpus
+        from cybersecqwen.heads.train import train_heads
+
+        build_corpus(self.recipe.for_heads(), self.output("heads") / "corpus", self.data_dir, self.download)
+        train_heads(self.output("heads") / "corpus", self.output("heads") / "model", self.data_dir, self.download,
+                    self.recipe.heads.seed)
+
+    def stage_fuse(self) -> None:
+        from cybersecqwen.serve.fuse import fit_fusion
+
+        # The served model is the quantized file: the fusion weights are learned for it (heads/model/fusion.json).
+        result = fit_fusion(self.output("heads") / "model", self.output("heads") / "corpus", str(self.quant_file()), "auto",
+                            self.recipe.heads.fuse_items, self.data_dir, self.download)
+        write_json(self.output("fuse"), result)
+
+    def stage_eval_heads(self) -> None:
+        from cybersecqwen.heads.respond import TASK_HEADS
+
+        # The heads are fast: every row of their tasks, so their numbers carry the tightest intervals.
+        self.evaluate(f"heads:{self.output('heads') / 'model'}", "eval-heads", tuple(TASK_HEADS), limit=None)
+
+    def stage_eval_fused(self) -> None:
+        from cybersecqwen.serve.fuse import FusedResponder, fused_service
+
+        service, backend = fused_service(self.output("heads") / "model", str(self.quant_file()), self.data_dir, self.download)
+        try:
+            responder = FusedResponder(service, f"fused:{self.quant_file().name}+heads")
+            limit = None if self.full else self.recipe.heads.fused_eval_limit
+            self.evaluate(f"fused:{self.quant_file()}", "eval-fused", FusedResponder.tasks, limit=limit, responder=responder)
+        finally:
+            backend.close()
 
     def stage_scorecard(self) -> None:
         from cybersecqwen.scorecard import write_scorecard

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cybersecqwen.evaluate.compare import compare_runs, load_references
-from cybersecqwen.io import atomic_path, write_json, write_text
+from cybersecqwen.io import png_figure, write_json, write_text
 
-MODELS = (("base", "eval-base"), ("tuned", "eval-tuned"), ("quantized", "eval-quant"))
+MODELS = (("base", "eval-base"), ("tuned", "eval-tuned"), ("quantized", "eval-quant"), ("heads", "eval-heads"),
+          ("fused", "eval-fused"))
+# Paired comparisons (A, B) shown as "B vs A", on the items both answered.
+PAIRS = (("base", "tuned"), ("tuned", "quantized"), ("heads", "tuned"), ("heads", "quantized"), ("heads", "fused"))
+LABELS = {"heads": "heads (same corpus, no LLM)", "fused": "fused (heads + quantized model)"}
 
 
 def read_items(run_dir: Path) -> dict[str, dict[int, list[dict]]]:
@@ -117,11 +121,11 @@ def build(pipeline) -> dict[str, Any]:
             for label, report in reports.items():
                 entry = report["tasks"].get(task_name)
                 if entry:
-                    model = {"value": entry["metrics"].get(metric), "ci95": entry["ci95"].get(metric),
+                    model = {"value": entry["metrics"].get(metric), "ci95": entry["ci95"].get(metric), "n_items": entry["n_items"],
                              "parse_failure_rate": entry["metrics"].get("parse_failure_rate"), "baseline": row["trivial_baseline"]}
                     model["verdict"] = verdict(model, row["higher_is_better"])
                     row["models"][label] = model
-            for a, b in (("base", "tuned"), ("tuned", "quantized")):
+            for a, b in PAIRS:
                 if a in runs and b in runs:
                     paired = compare_runs(runs[a], runs[b])["tasks"].get(task_name)
                     if paired:
@@ -136,6 +140,25 @@ def build(pipeline) -> dict[str, Any]:
             tasks[task_name] = row
         card["protocols"][protocol] = tasks
     return card
+
+
+def heads_verdicts(row: dict[str, Any], percent: bool) -> list[str]:
+    """In words: does each language model beat the heads trained on the same corpus (the learned baseline)?"""
+    heads = row["models"].get("heads")
+    if not heads or heads.get("value") is None:
+        return []
+    better = (lambda a, b: a > b) if row["higher_is_better"] else (lambda a, b: a < b)
+    lines = []
+    for label in ("tuned", "quantized", "fused"):
+        model = row["models"].get(label)
+        if not model or model.get("value") is None:
+            continue
+        paired = row.get(f"{label}_vs_heads") or {}
+        p = f" (paired p = {paired['p_value']:.3g} on shared items)" if paired.get("p_value") is not None else ""
+        verb = "beats" if better(model["value"], heads["value"]) else "does NOT beat"
+        lines.append(f"\nThe {LABELS.get(label, label)} {verb} the heads trained on the same corpus: "
+                     f"{fmt(model['value'], percent)} vs {fmt(heads['value'], percent)}{p}.")
+    return lines
 
 
 def points(model: dict | None, chance: float | None) -> str:
@@ -160,12 +183,14 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
             percent = not row["metric"].endswith("mad")
             lines += [f"### {task_name} ({row['metric']}, {row['n_items']} items; trivial baseline "
                       f"'{row['trivial_answer']}' = {fmt(row['trivial_baseline'], percent)})", "",
-                      "| model | value | 95% CI | parse failures | verdict |", "|---|---|---|---|---|"]
+                      "| model | items | value | 95% CI | parse failures | verdict |", "|---|---|---|---|---|---|"]
             for label, model in row["models"].items():
                 ci = model["ci95"]
                 ci_text = f"[{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "n/a"
-                lines.append(f"| {label} | {fmt(model['value'], percent)} | {ci_text} | {fmt(model['parse_failure_rate'])} | {model['verdict']} |")
-            for key in ("tuned_vs_base", "quantized_vs_tuned"):
+                lines.append(f"| {LABELS.get(label, label)} | {model.get('n_items', row['n_items'])} | {fmt(model['value'], percent)} | "
+                             f"{ci_text} | {fmt(model['parse_failure_rate'])} | {model['verdict']} |")
+            lines += heads_verdicts(row, percent)
+            for key in (f"{b}_vs_{a}" for a, b in PAIRS):
                 if key in row:
                     d = row[key]
                     ci = d["ci95"]
@@ -202,35 +227,26 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
 
 
 def plot(card: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(p, t, row) for p, tasks in card["protocols"].items() for t, row in tasks.items()]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.8), squeeze=False)
-    colors = {"base": "#a5a5a5", "tuned": "#4472c4", "quantized": "#70ad47"}
-    for ax, (protocol, task_name, row) in zip(axes[0], panels):
-        for x, (label, model) in enumerate(row["models"].items()):
-            if model["value"] is None:
-                continue
-            ci = model["ci95"]
-            err = [[model["value"] - ci[0]], [ci[1] - model["value"]]] if ci else None
-            ax.bar([x], [model["value"]], yerr=err, capsize=5, color=colors[label], label=label)
-        if row["trivial_baseline"] is not None:
-            ax.axhline(row["trivial_baseline"], color="#c00000", linestyle="--", label="trivial baseline")
-        ax.set_xticks([])
-        ax.set_title(f"{task_name} · {protocol}\n{row['metric']}", fontsize=9)
-        if not row["metric"].endswith("mad"):
-            ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{card['recipe']}: base vs tuned vs quantized (95% CI)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    with png_figure(path, ncols=len(panels), figsize=(3.2 * len(panels) + 1, 3.8), squeeze=False) as (fig, axes):
+        colors = {"base": "#a5a5a5", "tuned": "#4472c4", "quantized": "#70ad47", "heads": "#ed7d31", "fused": "#7030a0"}
+        for ax, (protocol, task_name, row) in zip(axes[0], panels):
+            for x, (label, model) in enumerate(row["models"].items()):
+                if model["value"] is None:
+                    continue
+                ci = model["ci95"]
+                err = [[model["value"] - ci[0]], [ci[1] - model["value"]]] if ci else None
+                ax.bar([x], [model["value"]], yerr=err, capsize=5, color=colors[label], label=label)
+            if row["trivial_baseline"] is not None:
+                ax.axhline(row["trivial_baseline"], color="#c00000", linestyle="--", label="trivial baseline")
+            ax.set_xticks([])
+            ax.set_title(f"{task_name} · {protocol}\n{row['metric']}", fontsize=9)
+            if not row["metric"].endswith("mad"):
+                ax.set_ylim(0, 1)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{card['recipe']}: base vs tuned vs quantized (95% CI)", fontsize=10)
 
 
 def write_scorecard(pipeline) -> dict[str, Any]:
@@ -241,6 +257,9 @@ def write_scorecard(pipeline) -> dict[str, Any]:
     except (FileNotFoundError, KeyError):
         pass
     hint = f"cybersecqwen serve --model {gguf}" if gguf else f"cybersecqwen serve --model {pipeline.out / 'merged'}"
+    heads = pipeline.output("heads") / "model"
+    if (heads / "manifest.json").is_file():
+        hint += f" --heads {heads}"  # the server fuses them with the model (fusion.json holds the learned weights)
     write_json(pipeline.out / "scorecard.json", card)
     plot(card, pipeline.out / "scorecard.png")
     write_text(pipeline.out / "scorecard.md", markdown(card, hint))

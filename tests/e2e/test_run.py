@@ -18,6 +18,7 @@ train: {{max_steps: 2, learning_rate: {lr}, per_device_batch_size: 2, max_length
         checkpoint_every: 2, warmup_ratio: 0.0, lr_scheduler: constant}}
 eval: {{tasks: "cti-mcq,cti-rcm", limit: 4, protocols: [ctibench], mode: logprob, max_tokens: 24}}
 export: {{quant: Q8_0}}
+heads: {{enabled: false}}  # the fixture corpus is far too small for the heads (tests/heads trains them)
 """
 
 
@@ -39,14 +40,15 @@ def test_pipeline_runs_skips_and_redoes_only_what_changed(source_mirror, tmp_pat
     with pytest.raises(RuntimeError):
         Pipeline(recipe(tmp_path), out, source_mirror).run(progress=lines.append)
     state = json.loads((out / "pipeline.json").read_text())["stages"]
-    assert all(state[s]["finished"] for s in ("data", "eval-base", "train", "merge", "eval-tuned"))
+    assert all(state[s]["finished"] for s in ("data", "heads", "eval-base", "train", "merge", "eval-tuned"))
     assert state["export"]["finished"] is False
     monkeypatch.setattr(Pipeline, "stage_export", original)
 
     lines.clear()
     done = Pipeline(recipe(tmp_path), out, source_mirror).run(progress=lines.append)
-    assert [s for s in STAGES if done[s] == "skipped"] == ["data", "eval-base", "train", "merge", "eval-tuned"]
-    assert [s for s in STAGES if done[s] == "ran"] == ["export", "eval-quant", "scorecard"]
+    assert [s for s in STAGES if done[s] == "skipped"] == ["data", "heads", "eval-base", "train", "merge", "eval-tuned"]
+    assert [s for s in STAGES if done[s] == "ran"] == ["export", "eval-quant", "fuse", "eval-heads", "eval-fused", "scorecard"]
+    assert json.loads((out / "fuse.json").read_text()) == {"heads": "disabled"}
 
     card = json.loads((out / "scorecard.json").read_text())
     mcq = card["protocols"]["ctibench"]["cti-mcq"]
@@ -61,8 +63,8 @@ def test_pipeline_runs_skips_and_redoes_only_what_changed(source_mirror, tmp_pat
     assert set(Pipeline(recipe(tmp_path), out, source_mirror).run(progress=lines.append).values()) == {"skipped"}
     # A training change redoes training and everything downstream of it, not the corpus or the base eval.
     done = Pipeline(recipe(tmp_path, lr="3.0e-4"), out, source_mirror).run(progress=lines.append)
-    assert done["data"] == done["eval-base"] == "skipped"
-    assert all(done[s] == "ran" for s in ("train", "merge", "eval-tuned", "export", "eval-quant", "scorecard"))
+    assert done["data"] == done["eval-base"] == done["heads"] == done["eval-heads"] == "skipped"
+    assert all(done[s] == "ran" for s in ("train", "merge", "eval-tuned", "export", "eval-quant", "fuse", "eval-fused", "scorecard"))
     # --from redoes a stage on demand; --until stops early.
     done = Pipeline(recipe(tmp_path, lr="3.0e-4"), out, source_mirror).run(start="scorecard", progress=lines.append)
     assert done["scorecard"] == "ran" and done["export"] == "skipped"

@@ -47,20 +47,14 @@ def render_datacard(manifest: dict[str, Any]) -> str:
 
 
 def render_plot(manifest: dict[str, Any], lengths: list[int], path: Path) -> None:
-    import matplotlib
+    from cybersecqwen.io import png_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (mix_ax, length_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    by_task = manifest["counts"]["train"]["by_task"]
-    mix_ax.bar(list(by_task), list(by_task.values()), color="#4472c4")
-    mix_ax.set_title("train examples by task", fontsize=10)
-    mix_ax.tick_params(axis="x", labelsize=8)
-    if lengths:
-        length_ax.hist(lengths, bins=40, color="#70ad47")
-    length_ax.set_title("example length (tokens)", fontsize=10)
-    fig.suptitle(f"corpus {manifest['recipe']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    with png_figure(path, dpi=100, ncols=2, figsize=(10, 3.6)) as (fig, (mix_ax, length_ax)):
+        by_task = manifest["counts"]["train"]["by_task"]
+        mix_ax.bar(list(by_task), list(by_task.values()), color="#4472c4")
+        mix_ax.set_title("train examples by task", fontsize=10)
+        mix_ax.tick_params(axis="x", labelsize=8)
+        if lengths:
+            length_ax.hist(lengths, bins=40, color="#70ad47")
+        length_ax.set_title("example length (tokens)", fontsize=10)
+        fig.suptitle(f"corpus {manifest['recipe']}", fontsize=10)

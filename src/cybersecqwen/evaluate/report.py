@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cybersecqwen.io import atomic_path, write_json, write_text
+from cybersecqwen.io import atomic_path, png_figure, write_json, write_text
 
 LOWER_IS_BETTER = {"mad", "strict_mad"}
 
@@ -120,33 +120,24 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def render_plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     entries = list(report["tasks"].items())
-    fig, axes = plt.subplots(1, len(entries), figsize=(2.6 * len(entries) + 1, 3.6), squeeze=False)
-    for ax, (name, entry) in zip(axes[0], entries):
-        metric = entry["headline"][0]
-        value = entry["metrics"].get(metric)
-        ci = entry["ci95"].get(metric)
-        baseline = entry["trivial_baseline"]["sample"].get(metric)
-        if value is not None:
-            err = [[value - ci[0]], [ci[1] - value]] if ci else None
-            ax.bar([0], [value], yerr=err, capsize=6, color="#4472c4", width=0.5)
-        if baseline is not None:
-            ax.axhline(baseline, color="#c00000", linestyle="--", label="trivial baseline")
-        ax.set_title(f"{name}\n{metric}", fontsize=9)
-        ax.set_xticks([])
-        if not metric.endswith("mad"):
-            ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{report['model']} · protocol {report['protocol']['name']} · 95% bootstrap CI", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    with png_figure(path, ncols=len(entries), figsize=(2.6 * len(entries) + 1, 3.6), squeeze=False) as (fig, axes):
+        for ax, (name, entry) in zip(axes[0], entries):
+            metric = entry["headline"][0]
+            value = entry["metrics"].get(metric)
+            ci = entry["ci95"].get(metric)
+            baseline = entry["trivial_baseline"]["sample"].get(metric)
+            if value is not None:
+                err = [[value - ci[0]], [ci[1] - value]] if ci else None
+                ax.bar([0], [value], yerr=err, capsize=6, color="#4472c4", width=0.5)
+            if baseline is not None:
+                ax.axhline(baseline, color="#c00000", linestyle="--", label="trivial baseline")
+            ax.set_title(f"{name}\n{metric}", fontsize=9)
+            ax.set_xticks([])
+            if not metric.endswith("mad"):
+                ax.set_ylim(0, 1)
+            ax.legend(fontsize=7, loc="upper right")
+        fig.suptitle(f"{report['model']} · protocol {report['protocol']['name']} · 95% bootstrap CI", fontsize=10)
 
 
 def write_all(out: Path, report: dict[str, Any]) -> None:

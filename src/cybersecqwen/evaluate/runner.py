@@ -69,7 +69,7 @@ class EvalPlan:
     samples: dict[str, list[Item]]  # the rows evaluated
     pools: dict[str, list[Item]]  # rows a base model's few-shot examples may come from
     data_files: dict[str, dict[str, Any]]  # every file the tasks read, with provenance
-    model: ModelSpec
+    model: ModelSpec | None  # None for `heads:DIR` (the specialist heads answer instead of a language model)
 
     def settings_key(self) -> dict[str, Any]:
         """What decides the responses: a rerun into the same folder must match it to reuse them."""
@@ -95,7 +95,7 @@ def sample_items(kept: list[Item], limit: int | None, seed: int) -> list[Item]:
     return [kept[i] for i in chosen]
 
 
-def plan_eval(cfg: EvalConfig) -> EvalPlan:
+def plan_eval(cfg: EvalConfig, responder: Any = None) -> EvalPlan:
     if cfg.mode not in MODES:
         raise CybersecqwenError(f"unknown mode '{cfg.mode}' (choose one of: {', '.join(MODES)})")
     settings = protocol_settings(cfg.protocol)
@@ -115,9 +115,26 @@ def plan_eval(cfg: EvalConfig) -> EvalPlan:
                     cfg.temperature if cfg.temperature is not None else settings.temperature,
                     cfg.max_tokens or settings.max_tokens, tasks, items, samples, pools,
                     {name: entry for task in tasks for name, entry in task.data_files.items()},
-                    resolve_model(cfg.model, cfg.backend))
+                    None if cfg.model.startswith("heads:") or responder is not None else resolve_model(cfg.model, cfg.backend))
+    if plan.model is None:
+        from cybersecqwen.heads.respond import TASK_HEADS
+
+        supported = getattr(responder, "tasks", TASK_HEADS)
+        unsupported = [t.name for t in tasks if t.name not in supported]
+        if unsupported:
+            raise CybersecqwenError(f"{cfg.model.split(':')[0]} answer {', '.join(supported)}; not {', '.join(unsupported)}")
     check_run_dir(plan)
     return plan
+
+
+def open_model(plan: EvalPlan, responder: Any = None):
+    if responder is not None:
+        return responder
+    if plan.model is None:
+        from cybersecqwen.heads.respond import HeadsResponder
+
+        return HeadsResponder(plan.cfg.model.removeprefix("heads:"))
+    return load_backend(plan.model, dtype=plan.cfg.dtype, batch_size=plan.cfg.batch_size)
 
 
 def check_run_dir(plan: EvalPlan) -> None:
@@ -139,8 +156,10 @@ def check_run_dir(plan: EvalPlan) -> None:
             )
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, Any]:
-    plan = plan_eval(cfg)
+def run_eval(cfg: EvalConfig, responder: Any = None) -> dict[str, Any]:
+    """`responder`: an answerer other than a language model (an object with `info`, `answers(task, items)` and
+    `close()`, e.g. the server's fused answerer); `heads:DIR` models get the heads' own."""
+    plan = plan_eval(cfg, responder)
     responses_path = cfg.out / "responses.jsonl"
     saved = responses_file.read_responses(responses_path, repair_tail=True)
     pending = {
@@ -148,7 +167,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                  if (item.index, trial) not in saved.get(t.name, {})]
         for t in plan.tasks
     }
-    backend = load_backend(plan.model, dtype=cfg.dtype, batch_size=cfg.batch_size) if any(pending.values()) else None
+    backend = open_model(plan, responder) if any(pending.values()) else None
     timings: dict[str, float] = {}
     # The run folder appears only once inputs, data and model are known good: a failed start leaves nothing.
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +192,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                     progress.advance(bar, len(chunk))
                 timings[task.name] = time.perf_counter() - started
     finally:
-        if backend is not None:
+        if backend is not None and backend is not responder:
             backend.close()
 
     report = build_report(plan, saved, timings, backend.info if backend else None)
@@ -183,6 +202,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
 def _ask(backend, plan: EvalPlan, task: Task, chunk: list[tuple[Item, int]]) -> list[dict[str, Any]]:
     cfg = plan.cfg
+    if plan.model is None:  # heads or another answerer: deterministic answers in the task's answer form
+        replies = backend.answers(task, [item for item, _ in chunk])
+        return [{"task": task.name, "index": item.index, "trial": trial, "response": reply}
+                for (item, trial), reply in zip(chunk, replies)]
     base = not backend.is_instruct
     if base and cfg.protocol != "cisco":
         raise CybersecqwenError(f"{backend.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")

@@ -21,7 +21,7 @@ from cybersecqwen.export.convert import convert, open_source
 from cybersecqwen.export.modelfile import write_modelfile
 from cybersecqwen.export.plan import load_shape, plan
 from cybersecqwen.export.quantize import quantize
-from cybersecqwen.io import atomic_path, write_json, write_text
+from cybersecqwen.io import png_figure, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -169,24 +169,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def plot(out: Path, report: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, q in report["quality"]["results"].items():
-        size = report["files"][name]["bytes"] / 1e6
-        low, high = q["ci95"]
-        ax.errorbar([size], [q["accuracy"]], yerr=[[q["accuracy"] - low], [high - q["accuracy"]]], fmt="o", capsize=4)
-        ax.annotate(name, (size, q["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.axhline(0.371, color="#c00000", linestyle="--", label="always C (37.1%)")
-    ax.set_xlabel("file size (MB)")
-    ax.set_ylabel("CTI-MCQ accuracy (log-prob)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(f"GGUF size vs accuracy, {report['quality']['items']} items, 95% CI", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out / "export-size-accuracy.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    with png_figure(out / "export-size-accuracy.png", figsize=(6, 4)) as (fig, ax):
+        for name, q in report["quality"]["results"].items():
+            size = report["files"][name]["bytes"] / 1e6
+            low, high = q["ci95"]
+            ax.errorbar([size], [q["accuracy"]], yerr=[[q["accuracy"] - low], [high - q["accuracy"]]], fmt="o", capsize=4)
+            ax.annotate(name, (size, q["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.axhline(0.371, color="#c00000", linestyle="--", label="always C (37.1%)")
+        ax.set_xlabel("file size (MB)")
+        ax.set_ylabel("CTI-MCQ accuracy (log-prob)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+        ax.set_title(f"GGUF size vs accuracy, {report['quality']['items']} items, 95% CI", fontsize=10)

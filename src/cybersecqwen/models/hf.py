@@ -20,17 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.models.base import (
-    BASE_MODEL_HINT,
-    BackendBase,
-    BackendInfo,
-    ChoiceRequest,
-    GenerationRequest,
-    LoadOptions,
-    ModelSpec,
-    common_prefix_length,
-    cut_at_stop,
-)
+from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions,
+                                      ModelSpec, common_prefix_length, cut_at_stop)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ Safety: API key (constant-time compare) on everything but health and the static 
 (504); an audit log of sizes and latency, never the content unless asked. The app makes no outbound
 connection of its own (the `openai:` backend talks only to the upstream the operator named).
 
-Layout: this module builds the app (settings, the guard middleware, error handlers); the routes live in
-openai_api.py, cti_api.py and ops_api.py; gate.py owns the model lock, the queue and the timeout.
+Layout: this module builds the app (settings, the guard middleware, error handlers); routes.py holds the
+OpenAI, CTI and operations routers; gate.py owns the model lock, the queue and the timeout.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cybersecqwen import __version__
 from cybersecqwen.models.base import Backend
-from cybersecqwen.serve.cti_api import cti_router
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
-from cybersecqwen.serve.openai_api import openai_router
-from cybersecqwen.serve.ops_api import ops_router
+from cybersecqwen.serve.routes import cti_router, openai_router, ops_router
 from cybersecqwen.serve.service import CtiService
 
 PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/favicon.ico"}

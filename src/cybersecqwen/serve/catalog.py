@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cybersecqwen import catalogs
 
 WORD = re.compile(r"[a-z][a-z0-9]+")
@@ -57,6 +59,12 @@ class Index:
                 scored.append((score, key))
         scored.sort(key=lambda pair: (-pair[0], pair[1]))
         return [key for _, key in scored[:k]]
+
+    def similarities(self, text: str, keys: list[str]) -> np.ndarray:
+        """The ranking score of `search` for the given entries (0 where no word is shared)."""
+        query = Counter(words(text))
+        return np.array([sum(query[w] * math.log1p(self.vectors[k][w]) * self.idf.get(w, 0.0) ** 2
+                             for w in query if w in self.vectors[k]) for k in keys], dtype=float)
 
     def shortlist(self, text: str, k: int, prior: tuple[str, ...]) -> list[str]:
         """The k best lexical matches, topped up with commonly seen entries: the model always chooses among k,

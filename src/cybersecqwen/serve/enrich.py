@@ -62,16 +62,20 @@ def check_arguments(source: Path, out: Path, task: str) -> None:
 
 
 def enrich_file(model: str, backend_kind: str, source: Path, out: Path, field: str, task: str, stix: Path | None = None,
-                data_dir: Path | None = None, download: bool = False) -> dict[str, int]:
-    """The `enrich` verb: check the arguments, load the model and the catalogs, enrich, close the model."""
+                data_dir: Path | None = None, download: bool = False, heads: Path | None = None,
+                no_model: bool = False) -> dict[str, int]:
+    """The `enrich` verb: check the arguments, load the model, heads and catalogs, enrich, close the model."""
     from cybersecqwen.serve.server import load_service, serving_backend
 
     check_arguments(source, out, task)
-    backend = serving_backend(model, backend_kind)
+    if no_model and heads is None:
+        raise CybersecqwenError("--no-model enriches with the heads alone: pass --heads DIR")
+    backend = serving_backend(model, backend_kind, no_model)
     try:
-        return enrich(load_service(backend, data_dir, download, False), source, out, field, task, stix)
+        return enrich(load_service(backend, data_dir, download, False, heads, model), source, out, field, task, stix)
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
 
 
 def enrich(service: CtiService, source: Path, out: Path, field: str, task: str, stix: Path | None = None) -> dict[str, int]:

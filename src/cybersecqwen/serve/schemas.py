@@ -43,11 +43,20 @@ class ClassifyRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=10)
 
 
+class Components(BaseModel):
+    """Each answerer's own probability of this candidate (None where that answerer is not in use)."""
+
+    head: float | None = None
+    model: float | None = None
+    lexical: float | None = None
+
+
 class CweCandidate(BaseModel):
     cwe_id: str
     name: str
     url: str
     confidence: float
+    components: Components | None = None
     justification: str
 
 
@@ -90,6 +99,7 @@ class Technique(BaseModel):
     tactics: list[str]
     evidence: str
     confidence: float
+    components: Components | None = None
     needs_review: bool
 
 

@@ -1,19 +1,30 @@
 """The structured CTI jobs, shared by the HTTP server and `cybersecqwen enrich`.
 
-Every answer is chosen by the model *among real catalog entries*: a TF-IDF shortlist of valid, non-deprecated
-CWE weaknesses or ATT&CK techniques is scored by the model as the start of the answer form it was trained on
-(the prompts come from the task modules, so serving and training never drift apart). An id that is not in the
-catalog can therefore never be returned. Confidence is the model's probability normalised over the
-shortlist; below `review_below` the answer is flagged `needs_review`. The CVSS vector is chosen metric by
-metric the same way, so it is always a valid vector with a computable base score.
+Three answerers, fused: the specialist heads (supervised classifiers trained on the corpus), the language model
+(scoring each candidate as the start of the answer form the corpus trains; prompts come from the task modules, so
+serving and training never drift apart), and the lexical similarity of the text to each catalog entry. Candidates
+are real catalog entries only (valid, non-deprecated CWE weaknesses; active ATT&CK techniques): the union of the
+heads' best labels and the catalog index's shortlist, so an id outside the catalog can never be returned.
+
+Each candidate's features are weighted into one score (weights learned on validation items, see heads/fusion.py and
+serve/fuse.py) and a softmax gives the confidence. Without heads the model alone answers (as before heads existed);
+without a model (`--no-model`) the heads and the lexical score answer. Every response shows each answerer's score
+and says which method answered; below the validated threshold an answer is flagged `needs_review`.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import logging
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads.fusion import FEATURES, FLOOR, fused_probabilities, log_softmax
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
 from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs, words
 from cybersecqwen.tasks import get_task
@@ -21,23 +32,60 @@ from cybersecqwen.tasks.ate import technique_list
 from cybersecqwen.tasks.mcq import LETTERS
 from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score, metric_choice, metric_prefix
 
+log = logging.getLogger(__name__)
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 REVIEW_BELOW = 0.5
+JOBS = ("cwe", "attack", "cvss")
+HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}
 
 
-def softmax(scores: list[float]) -> list[float]:
-    top = max(scores)
-    exps = [math.exp(s - top) for s in scores]
-    total = sum(exps)
-    return [e / total for e in exps]
+@dataclass
+class Fusion:
+    """Per job: a weight per feature (FEATURES) and the needs-review threshold; where they came from."""
+
+    weights: dict[str, list[float]]
+    review_below: dict[str, float]
+    source: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls, heads, backend) -> "Fusion":
+        if heads is None:  # the model alone, as before heads existed
+            return cls({job: [0.0, 1.0, 0.0] for job in JOBS}, {job: REVIEW_BELOW for job in JOBS}, "model only (no heads)")
+        # Until weights are learned for this model on validation items, the model gets no say (`heads fuse`); a job
+        # whose head the corpus could not train stays with the model (or, without one, the lexical score).
+        review = {"cwe": heads.validation("cwe").get("review_below", REVIEW_BELOW), "attack": REVIEW_BELOW, "cvss": REVIEW_BELOW}
+        note = "heads only (--no-model)" if backend is None else "heads only: no fusion weights learned for this model yet (`cybersecqwen heads fuse`)"
+        fallback = [0.0, 1.0, 0.0] if backend is not None else [0.0, 0.0, 1.0]
+        weights = {job: [1.0, 0.0, 0.0] if heads.has(HEAD_OF[job]) else fallback for job in JOBS}
+        return cls(weights, review, note)
+
+    @classmethod
+    def load(cls, heads, backend, model_label: str) -> "Fusion":
+        path = Path(heads.folder) / "fusion.json" if heads is not None else None
+        if backend is None or path is None or not path.is_file():
+            return cls.default(heads, backend)
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("heads_manifest_sha256") != heads.manifest_sha256 or payload.get("model") != model_label:
+            log.warning("%s was learned for model %s (these heads: %s); using heads-only weights", path, payload.get("model"),
+                        payload.get("heads_manifest_sha256") == heads.manifest_sha256)
+            return cls.default(heads, backend)
+        return cls({job: payload["jobs"][job]["weights"] for job in JOBS},
+                   {job: payload["jobs"][job]["review_below"] for job in JOBS},
+                   f"learned on {payload['items']} validation items per job for {model_label}", payload)
+
+    def uses_model(self, job: str) -> bool:
+        return self.weights[job][1] > 0
 
 
 class CtiService:
-    def __init__(self, backend, catalogs: Catalogs, shortlist: int = 12, review_below: float = REVIEW_BELOW) -> None:
-        self.backend = backend
-        self.catalogs = catalogs
-        self.shortlist = shortlist
-        self.review_below = review_below
+    def __init__(self, backend, catalogs: Catalogs, heads=None, fusion: Fusion | None = None, shortlist: int = 12,
+                 model_label: str = "") -> None:
+        if backend is None and heads is None:
+            raise CybersecqwenError("the structured endpoints need a model or heads (--heads DIR); --no-model needs --heads")
+        self.backend, self.catalogs, self.heads, self.shortlist = backend, catalogs, heads, shortlist
+        self.fusion = fusion or Fusion.load(heads, backend, model_label)
+        self.review_below = self.fusion.review_below
 
     # --- model access (the server's gate holds the model lock around each job) ---------------------------
     def score(self, request: ChoiceRequest) -> list[float]:
@@ -46,41 +94,81 @@ class CtiService:
         return self.backend.score_choices([request])[0]
 
     def generate(self, request: GenerationRequest) -> str:
+        if self.backend is None:
+            raise CybersecqwenError("free-text answers need a language model; this server runs heads only (--no-model)")
         return self.backend.generate([request])[0]
 
-    # --- CWE -----------------------------------------------------------------------------------------------
-    def choose(self, task_name: str, fields: dict[str, str], candidates: list[str], names: dict[str, Any]) -> list[float]:
-        """Probabilities of the candidates, scored in the answer form the corpus trains for the task."""
+    def model_logprobs(self, task_name: str, fields: dict[str, str], candidates: list[str], names: dict[str, Any]) -> np.ndarray:
+        """Log-probabilities over the candidates, scored in the answer form the corpus trains for the task."""
         task = get_task(task_name)
         choices = tuple(task.choice_text(c, names[c].name) for c in candidates)
-        return softmax(self.score(ChoiceRequest(task.prompt_messages(fields), choices, task.answer_prefix)))
+        return log_softmax(np.array(self.score(ChoiceRequest(task.prompt_messages(fields), choices, task.answer_prefix))))
 
+    # --- candidates and their features -----------------------------------------------------------------------
+    def candidates(self, job: str, text: str) -> tuple[list[str], dict[str, float]]:
+        """The heads' best labels first, then the catalog index's shortlist; (ids, the head's probability of each)."""
+        catalog, index, prior = ((self.catalogs.cwe, self.catalogs.cwe_index, COMMON_CWES) if job == "cwe"
+                                 else (self.catalogs.attack, self.catalogs.attack_index, COMMON_TECHNIQUES))
+        head: dict[str, float] = {}
+        if self.heads is not None and self.heads.has(job):
+            head = dict(self.heads.ranked(job, [text])[0])
+        chosen = [c for c, _ in sorted(head.items(), key=lambda pair: -pair[1]) if c in catalog][: self.shortlist]
+        chosen += [c for c in index.shortlist(text, self.shortlist, prior) if c not in chosen]
+        return chosen, head
+
+    def features(self, job: str, text: str, task_name: str, fields: dict[str, str], use_model: bool) -> tuple[list[str], np.ndarray]:
+        candidates, head = self.candidates(job, text)
+        catalog, index = (self.catalogs.cwe, self.catalogs.cwe_index) if job == "cwe" else (self.catalogs.attack, self.catalogs.attack_index)
+        if job == "attack":  # ATE's prompt lists the candidates as its technique reference
+            fields = {**fields, "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
+        matrix = np.zeros((len(candidates), len(FEATURES)))
+        matrix[:, 0] = [np.log(max(head[c], 1e-6)) if c in head else FLOOR for c in candidates]
+        if use_model and self.backend is not None:
+            matrix[:, 1] = self.model_logprobs(task_name, fields, candidates, catalog)
+        lexical = index.similarities(text, candidates)
+        matrix[:, 2] = lexical / lexical.max() if lexical.max() > 0 else 0.0
+        return candidates, matrix
+
+    def fuse(self, job: str, text: str, task_name: str, fields: dict[str, str]) -> list[dict[str, Any]]:
+        candidates, matrix = self.features(job, text, task_name, fields, self.fusion.uses_model(job))
+        probabilities = fused_probabilities(matrix, self.fusion.weights[job])
+        order = np.argsort(-probabilities, kind="stable")
+        return [{"id": candidates[i], "confidence": float(probabilities[i]), "shortlist": len(candidates),
+                 "components": {"head": round(float(np.exp(matrix[i, 0])), 4) if self.heads is not None and self.heads.has(job) else None,
+                                "model": round(float(np.exp(matrix[i, 1])), 4) if self.fusion.uses_model(job) else None,
+                                "lexical": round(float(matrix[i, 2]), 4)}} for i in order]
+
+    def method(self, job: str, prompt: str) -> str:
+        weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, self.fusion.weights[job]))
+        return f"fused catalog candidates ({prompt}); weights {weights}: {self.fusion.source}"
+
+    # --- CWE -----------------------------------------------------------------------------------------------
     def rank_cwe(self, text: str, top_k: int, task_name: str) -> list[dict[str, Any]]:
-        catalog = self.catalogs.cwe
-        candidates = self.catalogs.cwe_index.shortlist(text, self.shortlist, COMMON_CWES)
-        field = "Text" if task_name == "cwe-classify" else "Description"
-        probabilities = self.choose(task_name, {field: text}, candidates, catalog)
-        ranked = sorted(zip(candidates, probabilities), key=lambda pair: -pair[1])[:top_k]
+        field_name = "Text" if task_name == "cwe-classify" else "Description"
         results = []
-        for cwe_id, probability in ranked:
-            entry = catalog[cwe_id]
-            results.append({"cwe_id": cwe_id, "name": entry.name, "url": entry.url, "confidence": round(probability, 4),
-                            "justification": self.justification(cwe_id, text, probability, len(candidates), "cwe")})
+        for row in self.fuse("cwe", text, task_name, {field_name: text})[:top_k]:
+            entry = self.catalogs.cwe[row["id"]]
+            results.append({"cwe_id": row["id"], "name": entry.name, "url": entry.url, "confidence": round(row["confidence"], 4),
+                            "components": row["components"],
+                            "justification": self.justification(row["id"], text, row["confidence"], row["shortlist"], "cwe")})
         return results
 
     def justification(self, key: str, text: str, probability: float, shortlist: int, kind: str) -> str:
         index = self.catalogs.cwe_index if kind == "cwe" else self.catalogs.attack_index
         shared = sorted({w for w in words(text) if w in index.vectors[key] and index.idf.get(w, 0) > 2}, key=lambda w: -index.idf[w])[:5]
         because = f"terms shared with the catalog entry: {', '.join(shared)}" if shared else "no distinctive terms shared with the catalog entry"
-        return f"model probability {probability:.2f} among {shortlist} catalog candidates; {because}"
+        return f"fused probability {probability:.2f} among {shortlist} catalog candidates; {because}"
 
     def classify_cwe(self, text: str, top_k: int = 3) -> dict[str, Any]:
         ranked = self.rank_cwe(text, top_k, "cwe-classify")
-        return {"candidates": ranked, "needs_review": ranked[0]["confidence"] < self.review_below,
-                "method": "model-scored catalog shortlist (cwe-classify prompt)"}
+        return {"candidates": ranked, "needs_review": ranked[0]["confidence"] < self.review_below["cwe"],
+                "method": self.method("cwe", "cwe-classify prompt")}
 
     # --- CVE -> CWE + CVSS ---------------------------------------------------------------------------------
     def cvss_vector(self, description: str) -> dict[str, Any]:
+        weights = self.fusion.weights["cvss"]
+        head_probabilities = ({key: dict(self.heads.ranked(f"cvss-{key}", [description])[0]) for key in CVSS_METRICS}
+                              if self.heads is not None and self.heads.has("cvss-AV") else {})
         messages = get_task("cti-vsp").prompt_messages({"Description": description})
         prefix, parts, confidences = "", [], []
         for key, (_, values) in CVSS_METRICS.items():
@@ -88,10 +176,15 @@ class CtiService:
             prefix += metric_prefix(key)
             codes = list(values)
             choices = tuple(metric_choice(key, code) for code in codes)
-            probabilities = softmax(self.score(ChoiceRequest(messages, choices, prefix)))
-            best = max(range(len(codes)), key=lambda i: probabilities[i])
+            score = np.zeros(len(codes))
+            if head_probabilities:
+                score += weights[0] * np.log([max(head_probabilities[key].get(code, 1e-6), 1e-6) for code in codes])
+            if self.fusion.uses_model("cvss") and self.backend is not None:
+                score += weights[1] * log_softmax(np.array(self.score(ChoiceRequest(messages, choices, prefix))))
+            probabilities = np.exp(log_softmax(score))
+            best = int(np.argmax(probabilities))
             parts.append(f"{key}:{codes[best]}")
-            confidences.append(probabilities[best])
+            confidences.append(float(probabilities[best]))
             prefix += choices[best] + "\n"
         vector = "CVSS:3.1/" + "/".join(parts)
         return {"vector": vector, "base_score": base_score(vector), "confidence": round(min(confidences), 4),
@@ -101,42 +194,41 @@ class CtiService:
         ranked = self.rank_cwe(description, top_k, "cti-rcm")
         cvss = self.cvss_vector(description)
         return {"cve_id": cve_id, "cwe": ranked, "cvss": cvss,
-                "needs_review": ranked[0]["confidence"] < self.review_below or cvss["confidence"] < self.review_below,
-                "method": "model-scored catalog shortlist (CTI-RCM prompt); CVSS metric by metric (CTI-VSP prompt)"}
+                "needs_review": ranked[0]["confidence"] < self.review_below["cwe"] or cvss["confidence"] < self.review_below["cvss"],
+                "method": self.method("cwe", "CTI-RCM prompt") + "; CVSS metric by metric (CTI-VSP prompt)"}
 
     # --- ATT&CK extraction ---------------------------------------------------------------------------------
     def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float = 0.1) -> dict[str, Any]:
         catalog = self.catalogs.attack
-        candidates = self.catalogs.attack_index.shortlist(text, self.shortlist, COMMON_TECHNIQUES)
-        fields = {"Platform": "Enterprise", "Description": text,
-                  "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
-        probabilities = self.choose("cti-ate", fields, candidates, catalog)
-        ranked = sorted(zip(candidates, probabilities), key=lambda pair: -pair[1])
+        ranked = self.fuse("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": text})
         sentences = [s.strip() for s in SENTENCE.split(text) if s.strip()]
         found = []
-        for technique_id, probability in ranked[:max_techniques]:
-            if probability < min_confidence and found:
+        for row in ranked[:max_techniques]:
+            if row["confidence"] < min_confidence and found:
                 break
-            entry = catalog[technique_id]
+            technique_id, entry = row["id"], catalog[row["id"]]
             evidence = max(sentences, key=lambda s: self.catalogs.attack_index.overlap(technique_id, s)) if sentences else text
             found.append({"technique_id": technique_id, "name": entry.name, "url": entry.url,
                           "tactics": [self.catalogs.tactics.get(t, t) for t in entry.tactics],
-                          "evidence": evidence[:500], "confidence": round(probability, 4),
-                          "needs_review": probability < self.review_below})
+                          "evidence": evidence[:500], "confidence": round(row["confidence"], 4), "components": row["components"],
+                          "needs_review": row["confidence"] < self.review_below["attack"]})
         return {"techniques": found, "needs_review": any(t["needs_review"] for t in found),
-                "method": "model-scored catalog shortlist (CTI-ATE prompt); evidence = the sentence sharing most terms"}
+                "method": self.method("attack", "CTI-ATE prompt") + "; evidence = the sentence sharing most terms"}
 
     # --- Q&A -----------------------------------------------------------------------------------------------
     def ask(self, question: str, options: list[str] | None = None, max_tokens: int = 256) -> dict[str, Any]:
         if options:
+            if self.backend is None:
+                raise CybersecqwenError("multiple-choice answers need a language model; this server runs heads only (--no-model)")
             fields = {"Question": question, **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
             letters = LETTERS[: len(options)]
             mcq = get_task("cti-mcq")
-            probabilities = softmax(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters, mcq.choice_prefix("ctibench"))))
-            best = max(range(len(letters)), key=lambda i: probabilities[i])
-            return {"answer": letters[best], "option": options[best], "confidence": round(probabilities[best], 4),
-                    "probabilities": dict(zip(letters, (round(p, 4) for p in probabilities))),
-                    "needs_review": probabilities[best] < self.review_below}
+            probabilities = np.exp(log_softmax(np.array(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters,
+                                                                               mcq.choice_prefix("ctibench"))))))
+            best = int(np.argmax(probabilities))
+            return {"answer": letters[best], "option": options[best], "confidence": round(float(probabilities[best]), 4),
+                    "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
+                    "needs_review": probabilities[best] < REVIEW_BELOW}
         reply = self.generate(GenerationRequest(get_task("cti-qa").prompt_messages({"Question": question}), max_tokens=max_tokens))
         return {"answer": reply.strip(), "confidence": None, "needs_review": True,
                 "note": "free-text answers carry no calibrated confidence: review before use"}

@@ -55,6 +55,10 @@ class ATE(Task):
         """Needs fields Platform, Description and TechniqueList (see technique_list: built from ATT&CK)."""
         return CTIBENCH_INSTRUCTION.format(platform=fields["Platform"]) + fields["Description"] + fields["TechniqueList"]
 
+    def item_text(self, prompt: str) -> str:
+        text = prompt.split("**Text:** ", 1)[-1]
+        return text.split("  **List of All MITRE ", 1)[0]
+
     def choice_text(self, value: str, label: str) -> str:
         return f"{value} ({label})"
 

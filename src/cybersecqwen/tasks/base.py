@@ -93,8 +93,8 @@ def require_columns(path: Path, row: Mapping[str, str], columns: tuple[str, ...]
 
 class Task(ABC):
     name: str
-    file_name: str
-    columns: tuple[str, ...]
+    file_name: str = ""  # the benchmark file in the cti-bench source; "" for the server's forms (no benchmark)
+    columns: tuple[str, ...] = ()
     primary_metric: str
     higher_is_better: bool = True
     protocols: tuple[str, ...] = PROTOCOLS
@@ -115,6 +115,8 @@ class Task(ABC):
 
     # --- data -------------------------------------------------------------------------------------------
     def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
+        if not self.file_name:
+            raise CybersecqwenError(f"task {self.name} has no benchmark file; it is evaluated on held-out corpus examples")
         rows = self.read_rows(self.file_name, self.columns, data_dir, download)
         return [self.make_item(i, row) for i, row in enumerate(rows)]
 
@@ -126,8 +128,8 @@ class Task(ABC):
         require_columns(path, rows[0], columns)
         return rows
 
-    @abstractmethod
-    def make_item(self, index: int, row: Mapping[str, str]) -> Item: ...
+    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
+        raise NotImplementedError(f"task {self.name} reads no benchmark rows")
 
     def skipped_indexes(self, protocol: str) -> frozenset[int]:
         """Rows a protocol leaves out (FAITH drops duplicate rows of RCM and VSP)."""
@@ -157,6 +159,13 @@ class Task(ABC):
         text it is evaluated on (a test checks it against every row of the real files).
         """
         raise CybersecqwenError(f"task {self.name} cannot build prompts for new inputs")
+
+    def item_text(self, prompt: str) -> str:
+        """The item's own text inside a prompt `build_prompt` made (the inverse, for its one text field)."""
+        head, _, tail = self.build_prompt({self.item_text_fields[0]: "\x00"}).partition("\x00")
+        if not prompt.startswith(head) or not prompt.endswith(tail) or len(prompt) < len(head) + len(tail):
+            raise CybersecqwenError(f"a {self.name} prompt was expected (it starts with the task's instruction)")
+        return prompt[len(head) : len(prompt) - len(tail)]
 
     def prompt_messages(self, fields: Mapping[str, str], protocol: str = "ctibench") -> Messages:
         """The chat messages for a new input: what the corpus trains on and the server sends."""

@@ -9,7 +9,6 @@ from collections import Counter
 from typing import Any, Mapping
 
 from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
-from cybersecqwen.tasks.cwe_classify import NoBenchmarkFile
 from cybersecqwen.tasks.registry import register
 
 INSTRUCTION = (
@@ -23,8 +22,9 @@ def answer_tokens(text: str) -> list[str]:
 
 
 @register
-class CtiQA(NoBenchmarkFile, Task):
+class CtiQA(Task):
     name = "cti-qa"
+    protocols = ("ctibench",)
     primary_metric = "token_f1"
     item_text_fields = ("Question",)
 

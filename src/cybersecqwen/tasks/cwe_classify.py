@@ -9,8 +9,7 @@ import json
 import re
 from typing import Mapping
 
-from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer
 from cybersecqwen.tasks.rcm import robust_cwe_ids
 from cybersecqwen.tasks.registry import register
 
@@ -20,23 +19,10 @@ INSTRUCTION = (
 )
 
 
-class NoBenchmarkFile:
-    """For the server's forms: there is no CTI-Bench file to load."""
-
-    file_name = ""
-    columns: tuple[str, ...] = ()
-    protocols = ("ctibench",)
-
-    def load(self, data_dir=None, download: bool = False) -> list[Item]:
-        raise CybersecqwenError(f"task {self.name} has no benchmark file; it is evaluated on held-out corpus examples")
-
-    def make_item(self, index: int, row: Mapping[str, str]) -> Item:
-        raise NotImplementedError
-
-
 @register
-class CweClassify(NoBenchmarkFile, AccuracyTask):
+class CweClassify(AccuracyTask):
     name = "cwe-classify"
+    protocols = ("ctibench",)
     primary_metric = "accuracy"
     item_text_fields = ("Text",)
     answer_prefix = '{"cwe_id": "'

@@ -14,6 +14,7 @@ from cybersecqwen.tasks.patterns import AnswerPattern, first_match
 from cybersecqwen.tasks.rcm import CISCO_DUPLICATE_ROWS as _RCM_DUPLICATES
 from cybersecqwen.tasks.registry import register
 
+
 # The eight CVSS 3.1 base metrics in vector order: name and value labels (the vocabulary of answers and serving).
 CVSS_METRICS = {
     "AV": ("Attack Vector", {"N": "Network", "A": "Adjacent", "L": "Local", "P": "Physical"}),
@@ -25,31 +26,23 @@ CVSS_METRICS = {
     "I": ("Integrity", {"N": "None", "L": "Low", "H": "High"}),
     "A": ("Availability", {"N": "None", "L": "Low", "H": "High"}),
 }
-
-CISCO_INSTRUCTION = """From the following CVE description, determine the CVSS v3.1 vector string for each CVSS base metric: AV, AC, PR, UI, S, C, I, and A.
-Valid options for each metric are as follows:
-- **Attack Vector (AV)**: Network (N), Adjacent (A), Local (L), Physical (P)
-- **Attack Complexity (AC)**: Low (L), High (H)
-- **Privileges Required (PR)**: None (N), Low (L), High (H)
-- **User Interaction (UI)**: None (N), Required (R)
-- **Scope (S)**: Unchanged (U), Changed (C)
-- **Confidentiality (C)**: None (N), Low (L), High (H)
-- **Integrity (I)**: None (N), Low (L), High (H)
-- **Availability (A)**: None (N), Low (L), High (H)
-Provide your answer as a CVSS v3.1 vector string. Ensure your final answer contains only the CVSS v3 Vector String in the following example format:
-CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"""
-
+# "- **Attack Vector (AV)**: Network (N), Adjacent (A), Local (L), Physical (P)", one line per metric: both prompts list them.
+OPTION_LINES = [f"- **{name} ({key})**: " + ", ".join(f"{label} ({code})" for code, label in values.items())
+                for key, (name, values) in CVSS_METRICS.items()]
+EXAMPLE_VECTOR = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+CISCO_INSTRUCTION = (
+    "From the following CVE description, determine the CVSS v3.1 vector string for each CVSS base metric: AV, AC, PR, "
+    "UI, S, C, I, and A.\nValid options for each metric are as follows:\n" + "\n".join(OPTION_LINES) + "\nProvide your "
+    "answer as a CVSS v3.1 vector string. Ensure your final answer contains only the CVSS v3 Vector String in the "
+    f"following example format:\n{EXAMPLE_VECTOR}"
+)
+# The release's Prompt column: the same options, its own wording, newlines flattened to spaces.
 CTIBENCH_INSTRUCTION = (
     "Analyze the following CVE description and calculate the CVSS v3.1 Base Score. Determine the values for each "
     "base metric: AV, AC, PR, UI, S, C, I, and A. Summarize each metric's value and provide the final CVSS v3.1 "
-    "vector string.   Valid options for each metric are as follows: - **Attack Vector (AV)**: Network (N), "
-    "Adjacent (A), Local (L), Physical (P) - **Attack Complexity (AC)**: Low (L), High (H) - **Privileges "
-    "Required (PR)**: None (N), Low (L), High (H) - **User Interaction (UI)**: None (N), Required (R) - **Scope "
-    "(S)**: Unchanged (U), Changed (C) - **Confidentiality (C)**: None (N), Low (L), High (H) - **Integrity "
-    "(I)**: None (N), Low (L), High (H) - **Availability (A)**: None (N), Low (L), High (H)  Summarize each "
-    "metric's value and provide the final CVSS v3.1 vector string. Ensure the final line of your response "
-    "contains only the CVSS v3 Vector String in the following format:  Example format: "
-    "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H  CVE Description: "
+    "vector string.   Valid options for each metric are as follows: " + " ".join(OPTION_LINES) + "  Summarize each "
+    "metric's value and provide the final CVSS v3.1 vector string. Ensure the final line of your response contains "
+    f"only the CVSS v3 Vector String in the following format:  Example format: {EXAMPLE_VECTOR}  CVE Description: "
 )
 
 CISCO_PATTERNS = [

@@ -21,7 +21,7 @@ import torch
 
 from cybersecqwen.config import Recipe
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.io import require_free_space, write_json
+from cybersecqwen.io import png_figure, require_free_space, write_json
 
 log = logging.getLogger(__name__)
 
@@ -305,21 +305,13 @@ def latest_complete_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def plot_loss(out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if (out / "metrics.jsonl").exists() else []
     train_points = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     eval_points = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if train_points:
-        ax.plot(*zip(*train_points), label="train loss")
-    if eval_points:
-        ax.plot(*zip(*eval_points), "o-", label="validation loss")
-    ax.set_xlabel("step")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
+    with png_figure(out / "loss.png", dpi=100, figsize=(6, 3.5)) as (_, ax):
+        if train_points:
+            ax.plot(*zip(*train_points), label="train loss")
+        if eval_points:
+            ax.plot(*zip(*eval_points), "o-", label="validation loss")
+        ax.set_xlabel("step")
+        ax.legend()

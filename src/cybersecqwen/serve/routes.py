@@ -1,4 +1,7 @@
-"""OpenAI-compatible routes: `/v1/models` and `/v1/chat/completions` (plain, SSE streaming, json_schema/json_object)."""
+"""The API's routes, as three routers: OpenAI-compatible chat, the structured CTI endpoints, and operations.
+
+Everything that touches the model goes through the ModelGate (gate.py): one lock, the queue limit, the deadline.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,46 @@ import asyncio
 import json
 import time
 import uuid
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 
 from cybersecqwen.models.base import Backend, GenerationRequest
 from cybersecqwen.serve import schemas
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
+from cybersecqwen.serve.service import CtiService
+
+
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'; "
+            "img-src 'self' data:")
+
+
+def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz():
+        return {"status": "ready", "model": settings.model_name, "catalogs": has_catalogs}
+
+    @router.get("/metrics")
+    async def prometheus():
+        from prometheus_client import generate_latest
+
+        return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type="text/plain; version=0.0.4")
+
+    @router.get("/", response_class=HTMLResponse)
+    async def page():
+        html = resources.files("cybersecqwen.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
+
+    return router
 
 
 def token_limit(requested: int | None, limit: int) -> int:
@@ -32,6 +66,9 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
 
     @router.post("/v1/chat/completions")
     async def chat(body: schemas.ChatRequest):
+        if backend is None:
+            raise ApiError(503, "this server runs the specialist heads only (--no-model): no language model to chat with",
+                           "unavailable")
         max_tokens = token_limit(body.max_tokens, settings.max_tokens)
         stop = tuple([body.stop] if isinstance(body.stop, str) else body.stop or [])
         schema = None
@@ -104,5 +141,38 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
                     await task
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def cti_router(service: CtiService | None, gate: ModelGate, settings) -> APIRouter:
+    router = APIRouter()
+
+    def need_service() -> CtiService:
+        if service is None:
+            raise ApiError(503, "structured endpoints need the CWE and ATT&CK catalogs; start the server with the data mirror "
+                                "(--data-dir or CYBERSECQWEN_DATA_DIR)", "unavailable")
+        return service
+
+    @router.post("/v1/cwe/classify", response_model=schemas.ClassifyResponse)
+    async def classify(body: schemas.ClassifyRequest):
+        svc = need_service()
+        return await gate.run(lambda: svc.classify_cwe(body.text, body.top_k))
+
+    @router.post("/v1/cve/map", response_model=schemas.CveMapResponse)
+    async def cve_map(body: schemas.CveMapRequest):
+        svc = need_service()
+        return await gate.run(lambda: svc.map_cve(body.cve_id, body.description, body.top_k))
+
+    @router.post("/v1/attack/extract", response_model=schemas.AttackResponse)
+    async def attack(body: schemas.AttackRequest):
+        svc = need_service()
+        return await gate.run(lambda: svc.extract_attack(body.text, body.max_techniques))
+
+    @router.post("/v1/cti/ask", response_model=schemas.AskResponse)
+    async def ask(body: schemas.AskRequest):
+        svc = need_service()
+        max_tokens = token_limit(body.max_tokens, settings.max_tokens)
+        return await gate.run(lambda: svc.ask(body.question, body.options, max_tokens))
 
     return router

@@ -1,0 +1,67 @@
+"""Fusion of the answerers: each candidate's features (the head's log-probability, the language model's
+log-probability normalised over the candidates, the lexical similarity to the catalog entry) are weighted into one
+score, and a softmax over the candidates gives the fused confidence. The weights are learned on validation items by
+maximising the log-likelihood of the right candidate (a conditional logit, i.e. a small multinomial logistic
+regression), so a useless answerer gets a weight near 0 and a reliable one dominates.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+FEATURES = ("head", "model", "lexical")
+FLOOR = np.log(1e-6)  # the log-probability of a candidate an answerer did not rank at all
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def fused_probabilities(features: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """features: candidates x FEATURES -> probabilities over the candidates."""
+    return np.exp(log_softmax(features @ np.asarray(weights, dtype=float)))
+
+
+def learn_weights(items: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3) -> np.ndarray:
+    """Weights maximising sum log P(gold) over validation items [(features, index of the right candidate)]; the
+    small L2 term keeps a feature that never helps at ~0. Items whose right answer is not a candidate are skipped."""
+    usable = [(x, g) for x, g in items if 0 <= g < len(x)]
+    if not usable:
+        return np.zeros(len(FEATURES))
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        total, grad = 0.0, np.zeros_like(w)
+        for x, gold in usable:
+            p = np.exp(log_softmax(x @ w))
+            total -= np.log(p[gold] + 1e-300)
+            grad -= x[gold] - p @ x
+        n = len(usable)
+        return total / n + l2 * w @ w, grad / n + 2 * l2 * w
+
+    width = usable[0][0].shape[1]
+    result = minimize(loss, np.zeros(width), jac=True, method="L-BFGS-B", bounds=[(0, None)] * width)
+    return result.x
+
+
+def review_threshold(confidence: np.ndarray, correct: np.ndarray, target: float = 0.9) -> dict[str, float | None]:
+    """The lowest confidence at or above which answers are right >= target of the time on validation."""
+    for threshold in np.linspace(0.0, 0.99, 100):
+        kept = confidence >= threshold
+        if kept.any() and correct[kept].mean() >= target:
+            return {"review_below": round(float(threshold), 2), "unflagged_precision": round(float(correct[kept].mean()), 4),
+                    "flagged_share": round(float(1 - kept.mean()), 4)}
+    return {"review_below": 1.0, "unflagged_precision": None, "flagged_share": 1.0}
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            total += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
+    return float(total)

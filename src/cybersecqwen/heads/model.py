@@ -1,0 +1,88 @@
+"""Loading and using trained heads: every file checked against the manifest's sha256 before it is read, arrays read
+with allow_pickle=False, and a heads folder made from another corpus refused when the caller names its corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads.linear import TextClassifier
+from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score
+
+
+def load_heads(folder: Path | str, corpus_manifest: Path | None = None) -> "Heads":
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise CybersecqwenError(f"{folder} is not a heads folder (no manifest.json); train one with `cybersecqwen heads train`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise CybersecqwenError(f"{manifest_path} is not valid JSON; retrain the heads") from None
+    if manifest.get("kind") != "cybersecqwen-heads":
+        raise CybersecqwenError(f"{manifest_path} is not a heads manifest")
+    for name, expected in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise CybersecqwenError(f"{path} does not match its sha256 in {manifest_path} (tampered or damaged); retrain the heads")
+    if set(manifest.get("files", {})) != {"weights.npz", "heads.json"}:
+        raise CybersecqwenError(f"{manifest_path} does not list weights.npz and heads.json; retrain the heads")
+    if corpus_manifest is not None:
+        actual = hashlib.sha256(corpus_manifest.read_bytes()).hexdigest()
+        if actual != manifest.get("corpus_manifest_sha256"):
+            raise CybersecqwenError(f"{folder} was trained on another corpus than {corpus_manifest.parent}; retrain the heads on it")
+    try:
+        with np.load(folder / "weights.npz", allow_pickle=False) as weights:
+            arrays = {key: weights[key] for key in weights.files}
+    except (ValueError, OSError) as exc:
+        raise CybersecqwenError(f"{folder / 'weights.npz'} cannot be read as plain arrays: {exc}") from None
+    metas = json.loads((folder / "heads.json").read_text(encoding="utf-8"))
+    heads = Heads({name: TextClassifier.from_arrays(name, arrays, meta) for name, meta in metas.items()}, manifest, folder)
+    heads.manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    return heads
+
+
+class Heads:
+    def __init__(self, models: dict[str, TextClassifier], manifest: dict[str, Any], folder: Path) -> None:
+        self.models, self.manifest, self.folder = models, manifest, folder
+        self.manifest_sha256 = ""
+
+    def has(self, name: str) -> bool:
+        return name in self.models
+
+    def validation(self, name: str) -> dict[str, Any]:
+        return self.manifest["heads"][name]["validation"]
+
+    def ranked(self, name: str, texts: list[str], k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Per text, (label, probability) best first; the k best when k is given."""
+        if name not in self.models:
+            raise CybersecqwenError(f"the heads in {self.folder} have no '{name}' head "
+                                    f"({self.manifest.get('skipped', {}).get(name, 'not trained')})")
+        model = self.models[name]
+        out = []
+        for row in model.probabilities(texts):
+            order = np.argsort(-row, kind="stable")[:k]
+            out.append([(model.labels[i], float(row[i])) for i in order])
+        return out
+
+    def cvss(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Per text: each base metric's value and probability, the vector and its base score."""
+        per_metric = {key: self.ranked(f"cvss-{key}", texts, 1) for key in CVSS_METRICS}
+        out = []
+        for i in range(len(texts)):
+            choices = {key: per_metric[key][i][0] for key in CVSS_METRICS}
+            vector = "CVSS:3.1/" + "/".join(f"{key}:{code}" for key, (code, _) in choices.items())
+            out.append({"vector": vector, "base_score": base_score(vector),
+                        "metric_confidence": {key: round(p, 4) for key, (_, p) in choices.items()},
+                        "confidence": round(min(p for _, p in choices.values()), 4)})
+        return out
+
+    def techniques(self, texts: list[str]) -> list[list[tuple[str, float]]]:
+        """Per text, the techniques at or above the threshold chosen on validation (at least the best one)."""
+        threshold = self.validation("attack")["threshold"]
+        return [[pair for j, pair in enumerate(row) if j == 0 or pair[1] >= threshold] for row in self.ranked("attack", texts)]

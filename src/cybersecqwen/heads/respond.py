@@ -1,0 +1,64 @@
+"""The heads as a model for `cybersecqwen eval --model heads:DIR`: answers in each task's own answer form, so the
+same task scorers, confidence intervals and baselines apply to them as to any language model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads.model import load_heads
+from cybersecqwen.models.base import BackendInfo
+from cybersecqwen.tasks import Item, Task
+
+# task -> the head that answers it
+TASK_HEADS = {"cti-rcm": "cwe", "cti-rcm-2021": "cwe", "cti-vsp": "cvss-AV", "cti-ate": "attack", "cti-taa": "actor"}
+
+
+class HeadsResponder:
+    is_instruct = True
+
+    def __init__(self, folder: Path | str) -> None:
+        self.heads = load_heads(folder)
+        self.info = BackendInfo("heads", f"heads:{folder}", {"heads": sorted(self.heads.models),
+                                                              "corpus_manifest_sha256": self.heads.manifest["corpus_manifest_sha256"]})
+
+    def check(self, task: Task) -> None:
+        head = TASK_HEADS.get(task.name)
+        if head is None:
+            raise CybersecqwenError(f"heads answer {', '.join(TASK_HEADS)}; not {task.name} (evaluate that task with a language model)")
+        if not self.heads.has(head):
+            raise CybersecqwenError(f"the heads in {self.heads.folder} have no {head} head for {task.name}: "
+                                    f"{self.heads.manifest.get('skipped', {}).get(head.split('-')[0], 'not trained')}")
+
+    def answers(self, task: Task, items: list[Item]) -> list[str]:
+        self.check(task)
+        # Benchmark rows carry their text as a field; new inputs only in the prompt.
+        texts = [item.fields.get(task.item_text_fields[0]) or task.item_text(item.prompt) for item in items]
+        if task.name == "cti-vsp":
+            return [task.render_answer(row["vector"]) for row in self.heads.cvss(texts)]
+        if task.name == "cti-ate":
+            names = self.heads.models["attack"].names
+            return [task.render_answer({t: f"attack head probability {p:.2f}" for t, p in row}, names)
+                    for row in self.heads.techniques(texts)]
+        name = TASK_HEADS[task.name]
+        out = []
+        for row in self.heads.ranked(name, texts, 1):
+            label, probability = row[0]
+            evidence = f"{name} head probability {probability:.2f}"
+            if task.name == "cti-taa":
+                out.append(task.render_answer(label, (), evidence))
+            else:
+                out.append(task.render_answer(label, self.heads.models[name].names.get(label, label), evidence))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def responder_for(model: str) -> HeadsResponder | None:
+    return HeadsResponder(model.removeprefix("heads:")) if model.startswith("heads:") else None
+
+
+def describe(responder: HeadsResponder) -> dict[str, Any]:
+    return {name: responder.heads.validation(name) for name in responder.heads.models}

@@ -1,0 +1,157 @@
+"""`cybersecqwen heads fuse`: learn how much to trust the heads, the model and the lexical score, on validation items.
+
+For each structured job (CWE, ATT&CK, CVSS) a seeded sample of the corpus's validation items (the split the heads
+were validated on: newest CVE records, the corpus val split otherwise) is run through the real service; each item
+gives the candidates' features and the index of the right one; heads.fusion.learn_weights fits the weights, and the
+needs-review threshold is set where unflagged fused answers are right >= 90% of the time. The result, with the
+validation accuracy of each answerer alone and fused and the calibration error, is written to HEADS/fusion.json,
+tied to these heads and this model: the server uses it only for that pair.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import track
+
+from cybersecqwen.heads import load_heads
+from cybersecqwen.heads.fusion import expected_calibration_error, fused_probabilities, learn_weights, log_softmax, review_threshold
+from cybersecqwen.heads.train import cwe_label, last_line, read_examples, split_examples
+from cybersecqwen.io import write_json
+from cybersecqwen.models.base import ChoiceRequest
+from cybersecqwen.serve.catalog import load_catalogs
+from cybersecqwen.serve.service import CtiService, Fusion
+from cybersecqwen.tasks import get_task
+from cybersecqwen.tasks.vsp import CVSS_METRICS, metric_choice, metric_prefix
+
+JOB_TASKS = {"cwe": ("cti-rcm", "cwe-classify"), "attack": ("cti-ate",), "cvss": ("cti-vsp",)}
+
+
+def model_identity(model: str) -> str:
+    """What fusion weights are tied to: `embedded`, an openai: URL, or a model file or folder's absolute path."""
+    return model if model == "embedded" or model.startswith("openai:") else str(Path(model).expanduser().resolve())
+
+
+def validation_items(corpus: Path, job: str, limit: int, seed: int = 0) -> list[tuple[str, str, Any]]:
+    """(task, text, gold) for up to `limit` validation examples of the job's tasks."""
+    _, val = split_examples(read_examples(corpus), JOB_TASKS[job])
+    rows = []
+    for example in val:
+        if example["task"] in JOB_TASKS[job]:
+            answer = example["messages"][-1]["content"]
+            gold = cwe_label(example["task"], answer) if job == "cwe" else last_line(answer)
+            rows.append((example["task"], get_task(example["task"]).item_text(example["messages"][-2]["content"]), gold))
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+def choice_features(service: CtiService, job: str, task: str, text: str, gold: str) -> list[tuple[np.ndarray, int]]:
+    if job == "cvss":  # one choice per base metric, the model scoring each after the gold lines before it (teacher forcing)
+        codes = dict(part.split(":") for part in gold.split("/")[1:])
+        messages = get_task("cti-vsp").prompt_messages({"Description": text})
+        out, prefix = [], ""
+        for key, (_, values) in CVSS_METRICS.items():
+            prefix += metric_prefix(key)
+            options = list(values)
+            choices = tuple(metric_choice(key, code) for code in options)
+            head = dict(service.heads.ranked(f"cvss-{key}", [text])[0])
+            matrix = np.zeros((len(options), 3))
+            matrix[:, 0] = np.log([max(head.get(code, 1e-6), 1e-6) for code in options])
+            matrix[:, 1] = log_softmax(np.array(service.score(ChoiceRequest(messages, choices, prefix))))
+            out.append((matrix, options.index(codes[key]) if codes.get(key) in options else -1))
+            prefix += metric_choice(key, codes[key]) + "\n" if codes.get(key) in options else choices[0] + "\n"
+        return out
+    field = {"cwe-classify": "Text", "cti-rcm": "Description", "cti-ate": "Description"}[task]
+    fields = {field: text, **({"Platform": "Enterprise"} if job == "attack" else {})}
+    candidates, matrix = service.features(job, text, task, fields, use_model=True)
+    golds = gold.split(", ") if job == "attack" else [gold]
+    return [(matrix, candidates.index(g) if g in candidates else -1) for g in golds]
+
+
+def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "auto", items: int = 200,
+               data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
+    from cybersecqwen.serve.server import serving_backend
+
+    heads = load_heads(heads_dir, corpus / "manifest.json")
+    catalogs = load_catalogs(data_dir, download)
+    backend = serving_backend(model, backend_kind)
+    try:
+        service = CtiService(backend, catalogs, heads, Fusion.default(heads, backend))
+        jobs: dict[str, Any] = {}
+        for job in ("cwe", "attack", "cvss"):
+            head_name = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}[job]
+            rows = validation_items(corpus, job, items) if heads.has(head_name) else []
+            if not rows:
+                jobs[job] = {**dict(zip(("weights", "review_below"), (Fusion.default(heads, backend).weights[job], 0.5))),
+                             "skipped": f"no {head_name} head or no validation items"}
+                continue
+            samples = [s for task, text, gold in track(rows, description=f"fusion {job}", transient=True)
+                       for s in choice_features(service, job, task, text, gold)]
+            weights = learn_weights(samples)
+            jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
+    finally:
+        backend.close()
+    result = {"heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
+    write_json(heads_dir / "fusion.json", result)
+    return result
+
+
+def evaluate(samples: list[tuple[np.ndarray, int]], weights: np.ndarray) -> dict[str, Any]:
+    """Validation accuracy of each answerer alone and fused, calibration error and the needs-review threshold."""
+    usable = [(x, g) for x, g in samples if g >= 0]
+    if not usable:
+        return {"review_below": 0.5, "note": "the right answer was never among the candidates"}
+    out: dict[str, Any] = {"candidate_recall": round(len(usable) / len(samples), 4)}
+    for name, w in (("head", [1, 0, 0]), ("model", [0, 1, 0]), ("lexical", [0, 0, 1]), ("fused", weights)):
+        out[f"top1_{name}"] = round(float(np.mean([np.argmax(x @ np.asarray(w, float)) == g for x, g in usable])), 4)
+    probabilities = [fused_probabilities(x, weights) for x, _ in samples]
+    confidence = np.array([p.max() for p in probabilities])
+    correct = np.array([float(g >= 0 and int(np.argmax(p)) == g) for p, (_, g) in zip(probabilities, samples)])
+    return {**out, "ece": round(expected_calibration_error(confidence, correct), 4), **review_threshold(confidence, correct)}
+
+
+def fused_service(heads_dir: Path, model: str, data_dir: Path | None = None, download: bool = False) -> tuple[CtiService, Any]:
+    """The service the server would run for this model and these heads (fusion.json included): (service, backend)."""
+    from cybersecqwen.serve.server import load_service, serving_backend
+
+    backend = serving_backend(model, "auto")
+    try:
+        return load_service(backend, data_dir, download, False, heads_dir, model), backend
+    except BaseException:
+        backend.close()
+        raise
+
+
+class FusedResponder:
+    """The server's fused answers as an eval "model": CTI-RCM/RCM-2021 through /v1/cve/map's CWE ranking, CTI-VSP
+    through its CVSS choice, CTI-ATE through /v1/attack/extract, each written in the task's answer form."""
+
+    tasks = ("cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate")
+    is_instruct = True
+
+    def __init__(self, service: CtiService, label: str) -> None:
+        from cybersecqwen.models.base import BackendInfo
+
+        self.service = service
+        self.info = BackendInfo("fused", label, {"fusion": service.fusion.source})
+
+    def answers(self, task, items) -> list[str]:
+        out = []
+        for item in items:
+            text = item.fields.get(task.item_text_fields[0]) or task.item_text(item.prompt)
+            if task.name == "cti-vsp":
+                out.append(task.render_answer(self.service.cvss_vector(text)["vector"]))
+            elif task.name == "cti-ate":
+                found = self.service.extract_attack(text)["techniques"]
+                out.append(task.render_answer({t["technique_id"]: f"fused probability {t['confidence']:.2f}" for t in found},
+                                              {t["technique_id"]: t["name"] for t in found}))
+            else:
+                best = self.service.rank_cwe(text, 1, "cti-rcm")[0]
+                out.append(task.render_answer(best["cwe_id"], best["name"], f"fused probability {best['confidence']:.2f}"))
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,130 @@
+"""Specialist heads: trained on a corpus, saved without pickle, refused when tampered, scored like any model, fused."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads import load_heads
+from cybersecqwen.heads.fusion import fused_probabilities, learn_weights
+from cybersecqwen.heads.train import train_heads
+from tests.heads.conftest import synthetic_examples, write_corpus
+
+
+def test_heads_train_save_load_and_predict(trained_heads, heads_corpus):
+    manifest = json.loads((trained_heads / "manifest.json").read_text())
+    assert set(manifest["heads"]) == {"cwe", "attack", *(f"cvss-{k}" for k in ("AV", "AC", "PR", "UI", "S", "C", "I", "A"))}
+    assert "actor" in manifest["skipped"]  # the corpus has no threat-actor examples: said, not hidden
+    assert manifest["heads"]["cwe"]["validation"]["validation_examples"] > 0
+    heads = load_heads(trained_heads, heads_corpus / "manifest.json")
+    assert heads.ranked("cwe", ["SQL injection via the id parameter of the login query"], 1)[0][0][0] == "CWE-89"
+    assert heads.cvss(["A remote unauthenticated attacker can compromise the server over the network"])[0]["vector"] == \
+        "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+    assert {t for t, _ in heads.techniques(["The implant beacons to its C2 server over HTTPS."])[0]} >= {"T1071"}
+    probabilities = [p for _, p in heads.ranked("cwe", ["buffer overflow in the image parser"])[0]]
+    assert abs(sum(probabilities) - 1) < 1e-6
+
+
+def test_same_corpus_and_seed_give_identical_predictions(trained_heads, heads_corpus, source_mirror, tmp_path):
+    train_heads(heads_corpus, tmp_path / "again", source_mirror)
+    texts = ["Path traversal lets attackers read files via ../ sequences", "heap overflow in a crafted chunk"]
+    first, second = load_heads(trained_heads), load_heads(tmp_path / "again")
+    assert first.ranked("cwe", texts) == second.ranked("cwe", texts)
+    assert first.cvss(texts) == second.cvss(texts)
+
+
+def test_tampered_or_foreign_heads_are_refused(trained_heads, tmp_path):
+    weights = trained_heads / "weights.npz"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CybersecqwenError, match="does not match its sha256"):
+        load_heads(trained_heads)
+    other = write_corpus(tmp_path / "other", synthetic_examples()[:10])
+    with pytest.raises(CybersecqwenError, match="not a heads folder"):
+        load_heads(tmp_path)
+    with pytest.raises(CybersecqwenError, match="does not match|another corpus"):
+        load_heads(trained_heads, other / "manifest.json")
+
+
+def test_a_pickled_array_is_never_loaded_even_with_a_matching_hash(trained_heads):
+    import hashlib
+
+    weights = trained_heads / "weights.npz"
+    with zipfile.ZipFile(weights, "a") as archive:  # an object array: loading it would unpickle
+        with archive.open("evil.npy", "w") as handle:
+            np.lib.format.write_array(handle, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    manifest = json.loads((trained_heads / "manifest.json").read_text())
+    manifest["files"]["weights.npz"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (trained_heads / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CybersecqwenError, match="cannot be read as plain arrays"):
+        load_heads(trained_heads)
+
+
+def test_too_few_examples_name_the_head_and_the_count(source_mirror, tmp_path):
+    corpus = write_corpus(tmp_path / "small", synthetic_examples(per_label=3))
+    with pytest.raises(CybersecqwenError, match=r"head cwe: \d+ labelled examples"):
+        train_heads(corpus, tmp_path / "heads", source_mirror)
+    assert not (tmp_path / "heads").exists()  # nothing half written
+    with pytest.raises(CybersecqwenError, match="not a built corpus"):
+        train_heads(tmp_path / "missing", tmp_path / "heads", source_mirror)
+
+
+def test_heads_are_evaluated_like_any_model_through_the_task_scorers(trained_heads, source_mirror, tmp_path):
+    from cybersecqwen.evaluate.runner import EvalConfig, run_eval
+
+    report = run_eval(EvalConfig(model=f"heads:{trained_heads}", tasks={"cti-rcm": None, "cti-vsp": None, "cti-ate": None},
+                                 out=tmp_path / "eval", data_dir=source_mirror))
+    rcm = report["tasks"]["cti-rcm"]
+    assert rcm["metrics"]["parse_failure_rate"] == 0 and rcm["n_items"] == 4
+    assert rcm["ci95"]["accuracy"] and rcm["trivial_baseline"]["answer"] == "CWE-79"
+    assert report["tasks"]["cti-vsp"]["metrics"]["valid"] == 2
+    assert report["backend"]["kind"] == "heads"
+    with pytest.raises(CybersecqwenError, match="not cti-mcq"):
+        run_eval(EvalConfig(model=f"heads:{trained_heads}", tasks={"cti-mcq": None}, out=tmp_path / "mcq", data_dir=source_mirror))
+
+
+def fusion_items(model_quality: str, n: int = 200, seed: int = 0) -> list[tuple[np.ndarray, int]]:
+    """Synthetic validation items: a head right 60% of the time, a model that is useless or perfect."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        gold = int(rng.integers(5))
+        head = rng.normal(size=5)
+        if rng.random() < 0.6:
+            head[gold] += 3
+        model = np.zeros(5) if model_quality == "useless" else np.where(np.arange(5) == gold, 0.0, -5.0)
+        if model_quality == "useless":
+            model = rng.normal(size=5)
+        items.append((np.stack([head, model, np.zeros(5)], axis=1), gold))
+    return items
+
+
+def test_fusion_gives_a_useless_model_no_weight_and_a_perfect_one_the_lead():
+    useless = learn_weights(fusion_items("useless"))
+    assert useless[1] < 0.1 * useless[0]
+    perfect = learn_weights(fusion_items("perfect"))
+    assert perfect[1] > perfect[0]
+    x, gold = fusion_items("perfect", n=1, seed=3)[0]
+    assert int(np.argmax(fused_probabilities(x, perfect))) == gold
+
+
+def test_heads_only_service_answers_from_the_catalog_with_components(trained_heads, source_mirror):
+    from cybersecqwen.serve.catalog import load_catalogs
+    from cybersecqwen.serve.service import CtiService
+
+    catalogs = load_catalogs(source_mirror)
+    service = CtiService(None, catalogs, load_heads(trained_heads))
+    result = service.classify_cwe("SQL injection in the login query via the id parameter", top_k=3)
+    assert result["candidates"][0]["cwe_id"] == "CWE-89"
+    assert all(c["cwe_id"] in catalogs.cwe for c in result["candidates"])
+    assert result["candidates"][0]["components"]["model"] is None and result["candidates"][0]["components"]["head"] > 0.5
+    assert "heads only" in result["method"]
+    mapped = service.map_cve("CVE-2024-0001", "A remote unauthenticated attacker can compromise the server over the network")
+    assert mapped["cvss"]["vector"] == "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+    with pytest.raises(CybersecqwenError, match="need a language model"):
+        service.ask("What is CWE-79?")
