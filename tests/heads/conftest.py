@@ -50,7 +50,7 @@ def synthetic_examples(per_label: int = 30) -> list[dict]:
             text = template.format(p=rng.choice(PRODUCTS), f=rng.choice(FIELDS))
             rows.append(example("cti-vsp", "cve-vulnrichment-2022-2023", f"CVE-2023-{1000 + number}", {"Description": text}, vector=vector))
     reference = technique_list([(t, name) for t, (name, _) in ATE.items()])
-    for start in range(per_label * 3):
+    for start in range(per_label * 6):
         chosen = rng.sample(sorted(ATE), rng.choice([1, 2]))
         text = " ".join(ATE[t][1].format(p=rng.choice(PRODUCTS)) for t in chosen)
         rows.append(example("cti-ate", "tram-attack-sentences", f"doc-{start}#0",

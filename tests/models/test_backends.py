@@ -61,6 +61,21 @@ def test_generation_stops_and_is_deterministic(hf_dir):
     assert first == second and "\n" not in first and first.strip()
 
 
+def test_hf_generation_stops_at_the_request_deadline(hf_dir):
+    """A server request that timed out must free the model: generation stops at its deadline (issue 17)."""
+    import time
+
+    from cybersecqwen.models.hf import HFBackend
+
+    backend = HFBackend(hf_dir)
+    messages = [{"role": "user", "content": "Write a long essay about the history of malware."}]
+    unbounded = backend.count_tokens(backend.generate([GenerationRequest(messages, max_tokens=64)])[0])
+    started = time.monotonic()
+    cut = backend.generate([GenerationRequest(messages, max_tokens=2000, deadline=time.monotonic() + 0.3)])[0]
+    assert time.monotonic() - started < 10  # 2,000 tokens would take minutes on this CPU
+    assert backend.count_tokens(cut) < 2000 and unbounded > 0
+
+
 def test_llamacpp_backend_uses_the_same_chat_text_and_scores(hf_dir, mcq_requests):
     from cybersecqwen.models.embedded import embedded_gguf
     from cybersecqwen.models.hf import HFBackend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import shutil
 
@@ -83,6 +85,8 @@ def test_base_model_is_prompted_five_shot_under_cisco_and_refused_under_ctibench
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["trials"] == 2 and report["protocol"]["temperature"] == 0.3
     assert len(report["tasks"]["cti-mcq"]["trials"]["per_trial"]) == 2
+    set_aside = report["tasks"]["cti-mcq"]["set_aside_rows"]  # each trial's 5 exemplars, not scored in that trial
+    assert sorted(set_aside) == ["0", "1"] and all(len(rows) == 5 for rows in set_aside.values()) and set_aside["0"] != set_aside["1"]
     responses = [json.loads(l) for l in (out / "responses.jsonl").read_text().splitlines()]
     assert len(responses) == 2 * (3 + 2) and all("\n\n" not in r["response"] for r in responses)
 
@@ -92,13 +96,15 @@ def test_few_shot_prompt_is_faiths_and_resamples_per_trial(mirror):
 
     task = get_task("cti-mcq")
     items = task.load(mirror)
-    first = task.few_shot_prompt(items[0], items, trial=0, seed=42)
-    assert first.startswith("The following are multiple choice questions about computer security.\n\n")
-    assert first.count("\nAnswer: ") == 5 and first.endswith(task.base_question(items[0]))
-    assert task.few_shot_prompt(items[0], items, trial=0, seed=42) == first  # deterministic
-    assert task.few_shot_prompt(items[0], items, trial=1, seed=42) != first  # resampled each trial
+    examples = task.few_shot_examples(items, trial=0, seed=42)
+    first = task.few_shot_prompt(items[0], examples)
+    assert first.startswith("The following are multiple choice questions.\n\n")
+    assert first.count("\nAnswer: ") == 5 and first.endswith(task.base_question(items[0]) + "\n")
+    assert task.few_shot_examples(items, trial=0, seed=42) == examples  # deterministic
+    assert task.few_shot_examples(items, trial=1, seed=42) != examples  # resampled each trial, shared by its items
     rcm = get_task("cti-rcm")
     rcm_items = rcm.load(mirror)
-    prompt = rcm.few_shot_prompt(rcm_items[0], rcm_items, 0, 42)
+    prompt = rcm.few_shot_prompt(rcm_items[0], rcm.few_shot_examples(rcm_items, 0, 42))
     assert prompt.startswith("The following is a CVE description. Map it to the appropriate CWE ID.\n\nCVE Description: ")
-    assert prompt.count("\nAnswer: CWE-") == 5
+    assert len(re.findall(r"\nCWE-\d+\n\n", prompt)) == 5 and "Answer:" not in prompt  # examples end in the bare id
+

@@ -25,3 +25,15 @@ def test_ate_prompt_shape_with_the_benchmark_technique_list(mirror):
         fields = dict(item.fields, TechniqueList=technique_list(listed, item.fields["Platform"]))
         same += task.build_prompt(fields) == item.prompt
     assert same >= len(items) - 2, same
+
+
+@pytest.mark.parametrize("name", ["cti-rcm", "cti-vsp", "cti-ate", "cti-taa"])
+def test_item_text_recovers_the_item_from_its_prompt(mirror, name):
+    """The heads and the fusion read a corpus example's text back out of its prompt: the inverse of build_prompt."""
+    task = get_task(name)
+    items = task.load(mirror)
+    field = task.item_text_fields[0]
+    recovered = sum(task.item_text(item.prompt) == item.fields[field] for item in items)
+    assert recovered >= len(items) - 3, f"{recovered}/{len(items)}"
+    with pytest.raises(Exception, match="prompt was expected"):
+        get_task("cti-rcm").item_text("not a CTI-RCM prompt")

@@ -53,3 +53,15 @@ def test_trivial_baseline_on_real_key(mirror):
     answer = rcm.trivial_answer(items)
     assert answer.value == "CWE-79"
     assert sum(rcm.stats(i, answer)["correct"] for i in items) / len(items) == pytest.approx(0.229, abs=0.0005)
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("CWE\u201179 ... so the answer is CWE-79", ("CWE-79", "proper")),  # FAITH normalises U+2011, then compares
+    ("CWE-79\nCWE\u201179", ("CWE-79", "proper")),
+    ("CWE\u201179 or CWE-89", (None, "invalid")),  # still two different ids
+    ("The weakness is CWE\u201379.", (None, "invalid")),  # an en dash is not FAITH's CWE form at all
+    ("Final: CWE\u221279", (None, "invalid")),  # nor a minus sign
+])
+def test_cisco_rules_normalise_the_non_breaking_hyphen_before_comparing(response, expected):
+    answer = rcm.extract(response, "cisco")
+    assert (answer.value, answer.kind) == expected

@@ -168,10 +168,17 @@ def run_eval(cfg: EvalConfig, responder: Any = None) -> dict[str, Any]:
         for t in plan.tasks
     }
     backend = open_model(plan, responder) if any(pending.values()) else None
+    set_aside = previous_set_aside(cfg.out)
+    if backend is not None and not backend.is_instruct and cfg.protocol == "cisco":
+        # FAITH prompts base models 5-shot: each trial's exemplars are set aside and only the other rows are scored.
+        set_aside = {t.name: {trial: sorted(e.index for e in t.few_shot_examples(plan.pools[t.name], trial, cfg.seed))
+                              for trial in range(plan.trials)} for t in plan.tasks}
+        pending = {name: [(item, trial) for item, trial in todo if item.index not in set_aside[name][trial]]
+                   for name, todo in pending.items()}
     timings: dict[str, float] = {}
     # The run folder appears only once inputs, data and model are known good: a failed start leaves nothing.
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "run.json", {"settings": plan.settings_key(), "version": __version__})
+    write_json(cfg.out / "run.json", {"settings": plan.settings_key(), "version": __version__, "set_aside": set_aside})
     try:
         with responses_path.open("a", encoding="utf-8") as handle, _progress() as progress:
             for task in plan.tasks:
@@ -195,9 +202,16 @@ def run_eval(cfg: EvalConfig, responder: Any = None) -> dict[str, Any]:
         if backend is not None and backend is not responder:
             backend.close()
 
-    report = build_report(plan, saved, timings, backend.info if backend else None)
+    report = build_report(plan, saved, timings, backend.info if backend else None, set_aside)
     report_writer.write_all(cfg.out, report)
     return report
+
+
+def previous_set_aside(out: Path) -> dict[str, dict[int, list[int]]]:
+    """The few-shot rows a resumed run set aside (run.json keeps them: a resumed run may load no model at all)."""
+    path = out / "run.json"
+    stored = json.loads(path.read_text(encoding="utf-8")).get("set_aside", {}) if path.is_file() else {}
+    return {task: {int(trial): rows for trial, rows in trials.items()} for task, trials in stored.items()}
 
 
 def _ask(backend, plan: EvalPlan, task: Task, chunk: list[tuple[Item, int]]) -> list[dict[str, Any]]:
@@ -211,11 +225,11 @@ def _ask(backend, plan: EvalPlan, task: Task, chunk: list[tuple[Item, int]]) -> 
         raise CybersecqwenError(f"{backend.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
 
     def prompt(item: Item, trial: int) -> str | None:
-        return task.few_shot_prompt(item, plan.pools[task.name], trial, cfg.seed) if base else None
+        return task.few_shot_prompt(item, task.few_shot_examples(plan.pools[task.name], trial, cfg.seed)) if base else None
 
     if task_mode(task, cfg.mode) == "logprob":
-        # A base model continues its examples: "\nAnswer: B" (the letter after a space).
-        prefix, choices = ("\nAnswer:", tuple(" " + c for c in task.choices)) if base else (task.choice_prefix(cfg.protocol), task.choices)
+        # A base model continues its examples: the prompt ends with a newline, then "Answer: B".
+        prefix, choices = ("Answer:", tuple(" " + c for c in task.choices)) if base else (task.choice_prefix(cfg.protocol), task.choices)
         requests = [ChoiceRequest(task.messages(item, cfg.protocol), choices, prefix, prompt(item, trial)) for item, trial in chunk]
         scores = backend.score_choices(requests)
         records = []
@@ -234,7 +248,7 @@ def _ask(backend, plan: EvalPlan, task: Task, chunk: list[tuple[Item, int]]) -> 
 
 
 def build_report(plan: EvalPlan, saved: dict[str, dict[tuple[int, int], Response]], timings: dict[str, float],
-                 backend_info) -> dict[str, Any]:
+                 backend_info, set_aside: dict[str, dict[int, list[int]]] | None = None) -> dict[str, Any]:
     cfg, rules, trials = plan.cfg, plan.cfg.protocol, plan.trials
     report: dict[str, Any] = {
         "cybersecqwen_version": __version__,
@@ -251,8 +265,10 @@ def build_report(plan: EvalPlan, saved: dict[str, dict[tuple[int, int], Response
     for task in plan.tasks:
         items, every_row = plan.samples[task.name], plan.items[task.name]
         responses = saved.get(task.name, {})
-        main = score_task(task, items, responses, rules, trials)
-        sensitivity = {r: score_task(task, items, responses, r, trials, with_ci=False).metrics for r in rule_sets(task)}
+        aside = {trial: set(rows) for trial, rows in (set_aside or {}).get(task.name, {}).items()}
+        main = score_task(task, items, responses, rules, trials, set_aside=aside)
+        sensitivity = {r: score_task(task, items, responses, r, trials, with_ci=False, set_aside=aside).metrics
+                       for r in rule_sets(task)}
         baseline_answer = task.trivial_answer(every_row)
         report["tasks"][task.name] = {
             "mode": task_mode(task, cfg.mode),
@@ -262,6 +278,8 @@ def build_report(plan: EvalPlan, saved: dict[str, dict[tuple[int, int], Response
             "n_items": len(items),
             "n_file_rows": len(every_row),
             "dropped_rows": sorted(task.skipped_indexes(cfg.protocol)),
+            # Few-shot exemplars of each trial (base models under the cisco protocol), not scored in that trial.
+            "set_aside_rows": {str(trial): rows for trial, rows in (set_aside or {}).get(task.name, {}).items()},
             "metrics": main.metrics,
             "ci95": main.ci95,
             "trials": {"count": trials, "per_trial": main.per_trial, "summary": trial_summary(main.per_trial)},

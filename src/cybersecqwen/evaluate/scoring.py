@@ -41,15 +41,22 @@ def answer_of(task: Task, response: Response | None, rules: str) -> Answer:
 
 
 def score_task(task: Task, items: list[Item], responses: dict[tuple[int, int], Response], rules: str,
-               trials: int = 1, with_ci: bool = True) -> TaskScore:
-    records = []
+               trials: int = 1, with_ci: bool = True, set_aside: dict[int, set[int]] | None = None) -> TaskScore:
+    """`set_aside`: per trial, the rows that served as that trial's few-shot examples; they are not scored there."""
+    set_aside = set_aside or {}
+    rows, records = [], []
     for item in items:
         for trial in range(trials):
+            if item.index in set_aside.get(trial, ()):
+                rows.append(None)  # all-zero statistics (n = 0): the row counts nowhere in this trial
+                continue
             answer = answer_of(task, responses.get((item.index, trial)), rules)
-            records.append({"index": item.index, "trial": trial, "answer": _jsonable(answer.value),
-                            "kind": answer.kind, "stats": task.stats(item, answer)})
+            record = {"index": item.index, "trial": trial, "answer": _jsonable(answer.value), "kind": answer.kind,
+                      "stats": task.stats(item, answer)}
+            rows.append(record["stats"])
+            records.append(record)
     keys = list(records[0]["stats"]) if records else []
-    matrix = np.array([[r["stats"][k] for k in keys] for r in records], dtype=float).reshape(len(records), len(keys))
+    matrix = np.array([[row[k] if row else 0.0 for k in keys] for row in rows], dtype=float).reshape(len(rows), len(keys))
     # Sum each item's trials into one row: the bootstrap resamples items with all their trials.
     per_item = matrix.reshape(len(items), trials, len(keys)).sum(axis=1) if records else matrix
     totals = dict(zip(keys, per_item.sum(axis=0))) if records else {}

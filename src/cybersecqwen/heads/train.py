@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from joblib import Parallel, delayed
 from rich.progress import track
 
 from cybersecqwen import __version__, catalogs
@@ -56,7 +57,8 @@ def cwe_label(task: str, answer: str) -> str:
 
 
 SPECS = [
-    HeadSpec("cwe", ("cti-rcm", "cwe-classify"), cwe_label),
+    # A CWE seen once (a single observed example) teaches a linear model nothing it can rank: two at least.
+    HeadSpec("cwe", ("cti-rcm", "cwe-classify"), cwe_label, min_per_label=2),
     *[HeadSpec(f"cvss-{key}", ("cti-vsp",), lambda task, answer, key=key: re.search(rf"/{key}:([A-Z])", last_line(answer)).group(1))
       for key in CVSS_METRICS],
     HeadSpec("attack", ("cti-ate",), lambda task, answer: tuple(last_line(answer).split(", ")), multi_label=True),
@@ -93,17 +95,21 @@ def split_examples(examples: dict[str, list[dict[str, Any]]], tasks: tuple[str, 
 
 
 def labelled(spec: HeadSpec, examples: list[dict], valid: Callable[[Any], bool]) -> tuple[list[str], list[Any], int]:
-    texts, labels, dropped = [], [], 0
+    """(texts, labels, how many were dropped for a label outside the catalog). A text that two tasks both teach
+    (a CVE as CTI-RCM and as cwe-classify) counts once."""
+    texts, labels, dropped, seen = [], [], 0, set()
     for example in examples:
         if example["task"] not in spec.tasks:
             continue
-        task = get_task(example["task"])
         label = spec.label(example["task"], example["messages"][-1]["content"])
         if not valid(label):
             dropped += 1
             continue
-        texts.append(task.item_text(example["messages"][-2]["content"]))
-        labels.append(label)
+        text = get_task(example["task"]).item_text(example["messages"][-2]["content"])
+        if (text, label) not in seen:
+            seen.add((text, label))
+            texts.append(text)
+            labels.append(label)
     return texts, labels, dropped
 
 
@@ -136,18 +142,14 @@ def micro_f1(probabilities: np.ndarray, truth: np.ndarray, threshold: float) -> 
 
 
 def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[list[str], list[Any]], seed: int) -> tuple[TextClassifier, dict]:
-    texts, labels = train
-    counts = Counter(label for row in labels for label in (row if spec.multi_label else [row]))
+    counts = Counter(label for row in train[1] for label in (row if spec.multi_label else [row]))
     kept_labels = sorted(label for label, n in counts.items() if n >= spec.min_per_label)
-    if spec.min_per_label > 1:
-        keep = [i for i, label in enumerate(labels) if label in set(kept_labels)]
-        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-        val = ([t for t, l in zip(*val) if l in set(kept_labels)], [l for l in val[1] if l in set(kept_labels)])
+    kept = set(kept_labels)
+    texts, labels = train if spec.multi_label else [list(x) for x in zip(*[p for p in zip(*train) if p[1] in kept])] or ([], [])
+    val_texts, val_labels = val if spec.multi_label else [list(x) for x in zip(*[p for p in zip(*val) if p[1] in kept])] or ([], [])
     if len(texts) < MIN_EXAMPLES or len(kept_labels) < 2:
         raise CybersecqwenError(f"head {spec.name}: {len(texts)} labelled examples over {len(kept_labels)} labels; "
                                 f"needs at least {MIN_EXAMPLES} examples and 2 labels")
-    val_texts = [t for t, l in zip(*val) if spec.multi_label or l in kept_labels]
-    val_labels = [l for l in val[1] if spec.multi_label or l in kept_labels]
     if len(val_texts) < 10:
         raise CybersecqwenError(f"head {spec.name}: only {len(val_texts)} validation examples; a corpus with a larger val split is needed")
 
@@ -157,7 +159,10 @@ def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[li
             return max(micro_f1(probabilities, model.indicator(val_labels), t) for t in np.linspace(0.05, 0.95, 19))
         return accuracy_at(probabilities, np.array([kept_labels.index(l) for l in val_labels]), 1)
 
-    candidates = {c: TextClassifier(kept_labels, spec.multi_label, c).fit(texts, labels, seed) for c in C_GRID}
+    # liblinear releases the GIL: the C grid is fitted on both cores.
+    fitted = Parallel(n_jobs=2, prefer="threads")(
+        delayed(TextClassifier(kept_labels, spec.multi_label, c).fit)(texts, labels, seed) for c in C_GRID)
+    candidates = dict(zip(C_GRID, fitted))
     scores = {c: quality(model) for c, model in candidates.items()}
     best_c = max(C_GRID, key=lambda c: (scores[c], -c))
     chosen = candidates[best_c]

@@ -12,11 +12,12 @@ Choice scoring is the hot path of `--mode logprob`. Three things make it fast wi
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
@@ -43,6 +44,14 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise CybersecqwenError(f"unknown dtype '{dtype}' (choose auto, {', '.join(DTYPES)})")
     return DTYPES[dtype]
+
+
+class PastDeadline(StoppingCriteria):
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), time.monotonic() > self.deadline, dtype=torch.bool, device=input_ids.device)
 
 
 class HFBackend(BackendBase):
@@ -114,9 +123,9 @@ class HFBackend(BackendBase):
             groups: dict[tuple, list[int]] = {}
             for i in batch:
                 r = requests[i]
-                groups.setdefault((r.max_tokens, r.temperature, r.stop, r.seed), []).append(i)
-            for (max_tokens, temperature, stop, seed), members in groups.items():
-                texts = self._generate_batch([encoded[i] for i in members], max_tokens, temperature, stop, seed)
+                groups.setdefault((r.max_tokens, r.temperature, r.stop, r.seed, r.deadline), []).append(i)
+            for (max_tokens, temperature, stop, seed, deadline), members in groups.items():
+                texts = self._generate_batch([encoded[i] for i in members], max_tokens, temperature, stop, seed, deadline)
                 for i, text in zip(members, texts):
                     replies[i] = text
         return replies
@@ -140,7 +149,7 @@ class HFBackend(BackendBase):
         return batches
 
     def _generate_batch(self, prompts: list[list[int]], max_tokens: int, temperature: float,
-                        stop: tuple[str, ...], seed: int) -> list[str]:
+                        stop: tuple[str, ...], seed: int, deadline: float | None = None) -> list[str]:
         width = max(len(p) for p in prompts)
         # Left padding so every row's next token follows its own last prompt token.
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -159,6 +168,8 @@ class HFBackend(BackendBase):
             stop_strings=list(stop) or None,
             tokenizer=self.tokenizer if stop else None,
             pad_token_id=self.pad_id,
+            # A server request's deadline stops generation there, so a timed-out request frees the model.
+            stopping_criteria=StoppingCriteriaList([PastDeadline(deadline)]) if deadline is not None else None,
         )
         texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return [cut_at_stop(text, stop) for text in texts]

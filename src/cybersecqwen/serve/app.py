@@ -69,11 +69,11 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
     metrics = Metrics()
     gate = ModelGate(settings.max_queue, settings.timeout_s, metrics.queue.set)
     app.state.model_lock = gate.lock  # whoever closes the backend takes it first: never free a model mid-request
-    app.include_router(ops_router(settings, metrics, service is not None))
-    app.include_router(openai_router(backend, gate, settings, metrics))
-    app.include_router(cti_router(service, gate, settings))
-    known_paths = {route.path for route in app.routes if route.path not in ("/openapi.json", "/docs", "/redoc",
-                                                                              "/docs/oauth2-redirect")}
+    routers = [ops_router(settings, metrics, service is not None), openai_router(backend, gate, settings, metrics),
+               cti_router(service, gate, settings)]
+    known_paths = {route.path for router in routers for route in router.routes}  # the metrics' endpoint labels
+    for router in routers:
+        app.include_router(router)
     audit_lock = asyncio.Lock()
 
     async def audit(record: dict) -> None:

@@ -2,29 +2,17 @@
 
 Only ids a defender may use are candidates: CWE entries that are not Deprecated/Obsolete and whose mapping
 usage is not Prohibited; ATT&CK techniques that are neither revoked nor deprecated (the parser drops those).
-A small TF-IDF index over names and descriptions proposes the shortlist the model then scores.
+A TF-IDF index over names and descriptions proposes candidates beside the heads' own (service.py).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cybersecqwen import catalogs
-
-WORD = re.compile(r"[a-z][a-z0-9]+")
-STOP = frozenset("the a an of to in and or for is are be by with on as that this from at it its can not which when "
-                 "an may into has have was were these those other than such use used using via".split())
-
-
-def words(text: str) -> list[str]:
-    return [w for w in WORD.findall(text.lower()) if w not in STOP]
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -37,34 +25,42 @@ class Entry:
 
 
 class Index:
-    """TF-IDF over entry names (counted three times) and descriptions; cosine-free dot product is enough to rank."""
+    """TF-IDF (scikit-learn, the heads' text stack) over entry names (counted three times), keywords and descriptions;
+    entries rank by cosine similarity. Measured against the former hand-written index (BENCHMARKS.md): the right CWE
+    among the 12 shortlisted for 62.4% vs 60.5% of the CPU corpus's validation CVEs, the right ATT&CK technique for
+    61.5% vs 61.9% of 1,500 TRAM sentences (a tie), 28x faster."""
 
     def __init__(self, entries: dict[str, Entry]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         self.entries = entries
-        self.vectors: dict[str, Counter] = {}
-        document_frequency: Counter = Counter()
-        for key, entry in entries.items():
-            vector = Counter(words(entry.name) * 3 + words(entry.keywords) * 2 + words(entry.description[:600]))
-            self.vectors[key] = vector
-            document_frequency.update(vector.keys())
-        total = len(entries)
-        self.idf = {w: math.log((1 + total) / (1 + df)) + 1 for w, df in document_frequency.items()}
+        self.keys = sorted(entries)
+        self.position = {key: i for i, key in enumerate(self.keys)}
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english")
+        documents = [" ".join([entries[k].name] * 3 + [entries[k].keywords] * 2 + [entries[k].description[:600]]) for k in self.keys]
+        self.matrix = self.vectorizer.fit_transform(documents).tocsr()
+        self.words = self.vectorizer.build_analyzer()
+        self.idf = dict(zip(self.vectorizer.get_feature_names_out(), self.vectorizer.idf_))
+
+    def scores(self, text: str) -> np.ndarray:
+        return (self.matrix @ self.vectorizer.transform([text]).T).toarray().ravel()
 
     def search(self, text: str, k: int) -> list[str]:
-        query = Counter(words(text))
-        scored = []
-        for key, vector in self.vectors.items():
-            score = sum(query[w] * math.log1p(vector[w]) * self.idf.get(w, 0.0) ** 2 for w in query if w in vector)
-            if score > 0:
-                scored.append((score, key))
-        scored.sort(key=lambda pair: (-pair[0], pair[1]))
-        return [key for _, key in scored[:k]]
+        scores = self.scores(text)
+        order = np.argsort(-scores, kind="stable")[:k]  # ties keep the id order
+        return [self.keys[i] for i in order if scores[i] > 0]
 
     def similarities(self, text: str, keys: list[str]) -> np.ndarray:
-        """The ranking score of `search` for the given entries (0 where no word is shared)."""
-        query = Counter(words(text))
-        return np.array([sum(query[w] * math.log1p(self.vectors[k][w]) * self.idf.get(w, 0.0) ** 2
-                             for w in query if w in self.vectors[k]) for k in keys], dtype=float)
+        """The cosine similarity of the text to each of the given entries (0 where no term is shared)."""
+        scores = self.scores(text)
+        return np.array([scores[self.position[k]] for k in keys], dtype=float)
+
+    def shared_terms(self, key: str, text: str) -> list[str]:
+        """Distinctive terms of the text that the entry's own text also has, rarest first."""
+        row = self.matrix[self.position[key]]
+        vocabulary = self.vectorizer.vocabulary_
+        entry_terms = {term for term in set(self.words(text)) if term in vocabulary and row[0, vocabulary[term]] > 0}
+        return sorted(entry_terms, key=lambda term: (-self.idf[term], term))
 
     def shortlist(self, text: str, k: int, prior: tuple[str, ...]) -> list[str]:
         """The k best lexical matches, topped up with commonly seen entries: the model always chooses among k,
@@ -78,8 +74,7 @@ class Index:
         return chosen
 
     def overlap(self, key: str, text: str) -> float:
-        vector = self.vectors[key]
-        return sum(math.log1p(vector[w]) * self.idf.get(w, 0.0) for w in set(words(text)) if w in vector)
+        return float(self.similarities(text, [key])[0])
 
 
 # Top-ups for the shortlist: the 2023 CWE Top 25 and techniques most often reported in public CTI.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from importlib import resources
@@ -69,7 +70,8 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
         if backend is None:
             raise ApiError(503, "this server runs the specialist heads only (--no-model): no language model to chat with",
                            "unavailable")
-        max_tokens = token_limit(body.max_tokens, settings.max_tokens)
+        limits = [n for n in (body.max_tokens, body.max_completion_tokens) if n is not None]
+        max_tokens = token_limit(min(limits) if limits else None, settings.max_tokens)
         stop = tuple([body.stop] if isinstance(body.stop, str) else body.stop or [])
         schema = None
         if body.response_format and body.response_format.type == "json_schema":
@@ -80,7 +82,8 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
             schema = "{}"
         # The deadline stops llama.cpp mid-generation when the request times out, freeing the model for the queue.
         request = GenerationRequest([m.model_dump() for m in body.messages], max_tokens, body.temperature, stop,
-                                    body.seed if body.seed is not None else 42, json_schema=schema,
+                                    # Without a seed every sample is fresh (independent trials); with one it is reproducible.
+                                    body.seed if body.seed is not None else secrets.randbelow(2**31), json_schema=schema,
                                     deadline=time.monotonic() + settings.timeout_s)
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.stream:

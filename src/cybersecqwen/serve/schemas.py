@@ -31,6 +31,8 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, ge=1)
+    # OpenAI's current name for the same limit (newer clients and Cisco's FAITH send it); the smaller wins.
+    max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     stream: bool = False
     seed: int | None = None

@@ -26,7 +26,7 @@ import numpy as np
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import FEATURES, FLOOR, fused_probabilities, log_softmax
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
-from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs, words
+from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
 from cybersecqwen.tasks.mcq import LETTERS
@@ -155,7 +155,7 @@ class CtiService:
 
     def justification(self, key: str, text: str, probability: float, shortlist: int, kind: str) -> str:
         index = self.catalogs.cwe_index if kind == "cwe" else self.catalogs.attack_index
-        shared = sorted({w for w in words(text) if w in index.vectors[key] and index.idf.get(w, 0) > 2}, key=lambda w: -index.idf[w])[:5]
+        shared = [term for term in index.shared_terms(key, text) if index.idf[term] > 2][:5]
         because = f"terms shared with the catalog entry: {', '.join(shared)}" if shared else "no distinctive terms shared with the catalog entry"
         return f"fused probability {probability:.2f} among {shortlist} catalog candidates; {because}"
 

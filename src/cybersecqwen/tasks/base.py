@@ -185,17 +185,19 @@ class Task(ABC):
     def base_answer(self, item: Item) -> str:
         raise CybersecqwenError(f"task {self.name} has no few-shot prompt for base models")
 
-    def few_shot_prompt(self, item: Item, pool: list[Item], trial: int, seed: int) -> str:
-        """FAITH's base-model prompt: instruction, k solved examples, the question; examples resampled per trial."""
+    def few_shot_examples(self, pool: list[Item], trial: int, seed: int) -> list[Item]:
+        """FAITH's exemplars for one trial: k rows drawn per trial, shared by every item of that trial. Those rows are
+        set aside: a trial scores only the remaining rows."""
         if self.base_instruction is None:
             raise CybersecqwenError(
                 f"task {self.name} has no few-shot prompt for base models; evaluate an instruct model on it"
             )
-        rng = random.Random(f"{seed}:{trial}:{item.index}")
-        candidates = [other for other in pool if other.index != item.index]
-        examples = rng.sample(candidates, min(self.base_shots, len(candidates)))
+        return random.Random(f"{seed}:{trial}").sample(pool, min(self.base_shots, len(pool)))
+
+    def few_shot_prompt(self, item: Item, examples: list[Item]) -> str:
+        """FAITH's base-model prompt: the instruction, the solved examples, the question, and a final newline."""
         blocks = [self.base_instruction] + [f"{self.base_question(e)}\n{self.base_answer(e)}" for e in examples]
-        return "\n\n".join(blocks + [self.base_question(item)])
+        return "\n\n".join(blocks + [self.base_question(item)]) + "\n"
 
     def choice_prefix(self, protocol: str) -> str:
         """Text the assistant turn starts with before the scored choice (`--mode logprob`)."""

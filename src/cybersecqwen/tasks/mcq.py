@@ -97,7 +97,7 @@ class MCQ(AccuracyTask):
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
 
-    base_instruction = "The following are multiple choice questions about computer security."
+    base_instruction = "The following are multiple choice questions."  # FAITH's words for base models
 
     def base_question(self, item: Item) -> str:
         """FAITH's question block: the question, a blank line, then "A. .." to "D. .."."""

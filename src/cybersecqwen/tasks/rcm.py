@@ -22,7 +22,8 @@ CISCO_INSTRUCTION = (
 )
 
 CISCO_PATTERNS = [
-    AnswerPattern(r"(?i)\b(cwe[‑-]\d+)\b", "proper", "unique", lambda x: x.upper()),
+    # FAITH turns the non-breaking hyphen (U+2011) into "-" before checking that all matches agree.
+    AnswerPattern(r"(?i)\b(cwe[‑-]\d+)\b", "proper", "unique", lambda x: x.replace("‑", "-").upper()),
     AnswerPattern(r"(?i)\b(?:cwe|id):\s+(\d+)\b", "improper", "unique", lambda x: f"CWE-{x}"),
 ]
 
@@ -73,7 +74,7 @@ class RCM(AccuracyTask):
         return self.cisco_prompt(item).removeprefix(CISCO_INSTRUCTION + "\n\n")
 
     def base_answer(self, item: Item) -> str:
-        return f"Answer: {item.gold}"
+        return item.gold  # FAITH's RCM examples end in the bare id
 
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         # The release's prompt is the instruction, two spaces, the description and one trailing space.
@@ -102,7 +103,7 @@ class RCM(AccuracyTask):
             return Answer(ids[-1], "proper") if ids else INVALID
         if rules == "cisco":
             value, kind = first_match(response, CISCO_PATTERNS)
-            return Answer(value.replace("‑", "-"), kind) if value is not None else INVALID
+            return Answer(value, kind) if value is not None else INVALID
         ranked = robust_cwe_ids(response)
         return Answer(ranked[0], "proper") if ranked else INVALID
 
