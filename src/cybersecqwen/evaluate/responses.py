@@ -41,7 +41,7 @@ def read_responses(path: Path, default_task: str | None = None, repair_tail: boo
             text, choice = record.get("response"), record.get("choice")
             if text is not None and not isinstance(text, str):
                 raise ValueError("response must be a string")
-            if text is None and choice is None:
+            if text is None and choice is None and "failure" not in record:
                 raise ValueError("missing 'response'")
         except (ValueError, KeyError) as exc:
             if torn_tail and number == len(lines):

@@ -234,9 +234,13 @@ def _ask(backend, plan: EvalPlan, task: Task, chunk: list[tuple[Item, int]]) -> 
         scores = backend.score_choices(requests)
         records = []
         for (item, trial), row in zip(chunk, scores):
-            best = max(range(len(row)), key=lambda j: row[j])
-            records.append({"task": task.name, "index": item.index, "trial": trial, "choice": task.choices[best],
-                            "logprobs": [round(x, 6) for x in row]})
+            record = {"task": task.name, "index": item.index, "trial": trial, "logprobs": [round(x, 6) for x in row]}
+            if all(x == float("-inf") for x in row):
+                # No choice was scored (all outside an upstream's top log-probabilities): a parse failure, never "A".
+                record.update(choice=None, response=None, failure="no choice had a log-probability")
+            else:
+                record["choice"] = task.choices[max(range(len(row)), key=lambda j: row[j])]
+            records.append(record)
         return records
     # A base model would go on to invent the next example: stop at the blank line that would start it.
     stop = ("\n\n",) if base else ()

@@ -37,7 +37,9 @@ def answer_of(task: Task, response: Response | None, rules: str) -> Answer:
         return INVALID  # a missing response counts as unparseable
     if response.choice is not None:
         return Answer(response.choice, "proper")
-    return task.extract(response.text or "", rules)
+    if response.text is None:  # a recorded failure (no choice could be scored): a parse failure, not an answer
+        return INVALID
+    return task.extract(response.text, rules)
 
 
 def score_task(task: Task, items: list[Item], responses: dict[tuple[int, int], Response], rules: str,

@@ -112,12 +112,14 @@ def mcq_quality(out: Path, files: dict, base_type: str, items: int, data_dir: Pa
         get_task("cti-mcq").load(data_dir, download)
     except CybersecqwenError as exc:
         return {"skipped": f"CTI-MCQ data unavailable: {exc}"}
-    results, picks = {}, {}
+    results, picks, baseline = {}, {}, {}
     for name, entry in files.items():
         run_dir = out / "quality" / name
         report = run_eval(EvalConfig(model=str(out / entry["path"]), tasks={"cti-mcq": items}, out=run_dir, mode="logprob",
                                      data_dir=data_dir, download=download))
         task = report["tasks"]["cti-mcq"]
+        # The baseline of the items actually scored (the majority answer of the whole key, on this sample).
+        baseline = {"answer": task["trivial_baseline"]["answer"], "accuracy": task["trivial_baseline"]["sample"]["accuracy"]}
         results[name] = {"accuracy": task["metrics"]["accuracy"], "ci95": task["ci95"]["accuracy"],
                          "parse_failure_rate": task["metrics"].get("parse_failure_rate", 0.0)}
         records = [json.loads(line) for line in (run_dir / "items.jsonl").read_text().splitlines() if line.strip()]
@@ -125,8 +127,7 @@ def mcq_quality(out: Path, files: dict, base_type: str, items: int, data_dir: Pa
     for name in results:
         same = [picks[name][i] == picks[base_type].get(i) for i in picks[name]]
         results[name]["top1_agreement_with_" + base_type.lower()] = sum(same) / len(same) if same else None
-    return {"items": items, "mode": "logprob", "protocol": "ctibench", "results": results,
-            "trivial_baseline": "always-C on the full key: 37.1%"}
+    return {"items": items, "mode": "logprob", "protocol": "ctibench", "results": results, "trivial_baseline": baseline}
 
 
 def write_reports(out: Path, report: dict[str, Any]) -> None:
@@ -161,8 +162,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         if report.get("quality", {}).get("skipped"):
             lines += ["", f"Quality check skipped: {report['quality']['skipped']}"]
         elif quality:
+            base = report["quality"]["trivial_baseline"]
             lines += ["", f"CTI-MCQ: {report['quality']['items']} seeded items, log-prob mode, the same items for every file; "
-                      "trivial baseline (always C) 37.1% on the full key."]
+                      f"trivial baseline (always {base['answer']}) {base['accuracy']:.1%} on these items."]
     if report.get("modelfile"):
         lines += ["", f"Ollama: `ollama create cti -f {report['modelfile']}` in this folder; LM Studio and llama.cpp load the .gguf files directly."]
     return "\n".join(lines) + "\n"
@@ -175,7 +177,8 @@ def plot(out: Path, report: dict[str, Any]) -> None:
             low, high = q["ci95"]
             ax.errorbar([size], [q["accuracy"]], yerr=[[q["accuracy"] - low], [high - q["accuracy"]]], fmt="o", capsize=4)
             ax.annotate(name, (size, q["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.axhline(0.371, color="#c00000", linestyle="--", label="always C (37.1%)")
+        base = report["quality"]["trivial_baseline"]
+        ax.axhline(base["accuracy"], color="#c00000", linestyle="--", label=f"always {base['answer']} ({base['accuracy']:.1%})")
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel("CTI-MCQ accuracy (log-prob)")
         ax.set_ylim(0, 1)

@@ -4,6 +4,7 @@ with allow_pickle=False, and a heads folder made from another corpus refused whe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,29 @@ class Heads:
         return out
 
     def cvss(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Per text: each base metric's value and probability, the vector and its base score."""
-        per_metric = {key: self.ranked(f"cvss-{key}", texts, 1) for key in CVSS_METRICS}
+        """Per text: the vector whose base score is the median of the heads' predictive distribution of base scores
+        (the median minimises the expected absolute deviation, CTI-VSP's metric), each metric's value and probability.
+
+        Metrics are taken as independent; the distribution covers each metric's two likeliest values (256 vectors)."""
+        per_metric = {key: self.ranked(f"cvss-{key}", texts, 2) for key in CVSS_METRICS}
         out = []
         for i in range(len(texts)):
-            choices = {key: per_metric[key][i][0] for key in CVSS_METRICS}
-            vector = "CVSS:3.1/" + "/".join(f"{key}:{code}" for key, (code, _) in choices.items())
-            out.append({"vector": vector, "base_score": base_score(vector),
-                        "metric_confidence": {key: round(p, 4) for key, (_, p) in choices.items()},
-                        "confidence": round(min(p for _, p in choices.values()), 4)})
+            options = [per_metric[key][i] for key in CVSS_METRICS]
+            vectors = []
+            for choice in itertools.product(*options):
+                vector = "CVSS:3.1/" + "/".join(f"{key}:{code}" for key, (code, _) in zip(CVSS_METRICS, choice))
+                vectors.append((vector, float(np.prod([p for _, p in choice])), base_score(vector)))
+            vectors = [v for v in vectors if v[2] is not None]
+            weights = np.array([p for _, p, _ in vectors]) / sum(p for _, p, _ in vectors)
+            scores = np.array([s for _, _, s in vectors])
+            order = np.argsort(scores, kind="stable")
+            median = scores[order][np.searchsorted(np.cumsum(weights[order]), 0.5)]
+            # Among vectors scoring the median, the likeliest.
+            vector, _, score = max((v for v in vectors if v[2] == median), key=lambda v: v[1])
+            chosen = dict(part.split(":") for part in vector.split("/")[1:])
+            confidence = {key: dict(per_metric[key][i]).get(chosen[key], 0.0) for key in CVSS_METRICS}
+            out.append({"vector": vector, "base_score": score, "metric_confidence": {k: round(c, 4) for k, c in confidence.items()},
+                        "confidence": round(min(confidence.values()), 4)})
         return out
 
     def techniques(self, texts: list[str]) -> list[list[tuple[str, float]]]:

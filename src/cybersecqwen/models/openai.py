@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+
+import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -91,8 +93,12 @@ class OpenAIBackend(BackendBase):
         content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
         if not content:
             raise CybersecqwenError(f"server {self.info.model} returned no logprobs; use --mode generate")
-        top = {entry.token.strip(): entry.logprob for entry in content[0].top_logprobs}
-        # A choice outside the server's top-20 gets -inf: it was not a contender.
+        # Tokens that differ only by whitespace (" B" / "B") are the same choice: their probabilities add up.
+        top: dict[str, float] = {}
+        for entry in content[0].top_logprobs:
+            key = entry.token.strip()
+            top[key] = float(np.logaddexp(top[key], entry.logprob)) if key in top else entry.logprob
+        # A choice outside the server's top-20 gets -inf: it was not a contender (all -inf: the runner records a failure).
         return [top.get(choice, -math.inf) for choice in request.choices]
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
