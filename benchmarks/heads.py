@@ -1,6 +1,6 @@
 """Specialist heads: training time, CTI-Bench accuracy of heads alone and fused, and the service's latency.
 
-    .venv/bin/python benchmarks/heads.py --corpus DIR [--heads DIR] [--fused-items 300] [--out results.json]
+    .venv/bin/python benchmarks/heads.py --corpus DIR [--heads DIR] [--model M] [--fused-items 300] [--out results.json]
 
 Trains the heads on the corpus (unless --heads names a trained folder), scores them on the whole CTI-RCM,
 CTI-RCM-2021, CTI-VSP and CTI-ATE files through the task scorers (`eval --model heads:DIR`), times
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--heads", type=Path)
     parser.add_argument("--fused-items", type=int, default=300)
+    parser.add_argument("--model", default="embedded", help="the model to fuse with (its HEADS/fusion.json weights)")
     parser.add_argument("--latency-calls", type=int, default=30)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -80,9 +81,11 @@ def main() -> None:
             timings.append(1000 * (time.perf_counter() - started))
         results[f"heads_only_{call}_ms"] = {"p50": round(statistics.median(timings), 1), "p95": round(percentile(timings, 0.95), 1)}
 
-    backend = serving_backend("embedded", "auto")
+    from cybersecqwen.serve.fuse import model_identity
+
+    backend = serving_backend(args.model, "auto")
     try:
-        fused = CtiService(backend, catalogs, heads, model_label="embedded")
+        fused = CtiService(backend, catalogs, heads, model_label=model_identity(args.model))
         results["fusion_source"] = fused.fusion.source
         for call in ("classify", "map"):
             timings = []

@@ -70,6 +70,7 @@ def test_embedded_model_round_trips_with_metadata_quants_quality_and_modelfile(e
     assert field(reader, "general.architecture") == "llama"
     assert field(reader, "tokenizer.ggml.pre") == "smollm"
     assert field(reader, "tokenizer.ggml.add_bos_token") is False
+    assert field(reader, "general.license") == "apache-2.0"  # from the embedded model's card, not a default (issue 13)
     assert "<|im_start|>" in field(reader, "tokenizer.chat_template")
     tokens, types = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type")
     assert types[tokens.index("<|im_start|>")] == TokenType.CONTROL and types[tokens.index("<|im_end|>")] == TokenType.CONTROL

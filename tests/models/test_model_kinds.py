@@ -108,3 +108,15 @@ def test_few_shot_prompt_is_faiths_and_resamples_per_trial(mirror):
     assert prompt.startswith("The following is a CVE description. Map it to the appropriate CWE ID.\n\nCVE Description: ")
     assert len(re.findall(r"\nCWE-\d+\n\n", prompt)) == 5 and "Answer:" not in prompt  # examples end in the bare id
 
+
+
+def test_model_license_is_read_never_guessed(tmp_path):
+    from cybersecqwen.models import model_license
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "README.md").write_text("---\nlanguage: en\nlicense: mit\n---\n# card\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_text('{"license": "apache-2.0"}')
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "README.md").write_text("# a card without front matter; license: gpl\n")
+    assert [model_license(tmp_path / n) for n in "abc"] == ["mit", "apache-2.0", None]

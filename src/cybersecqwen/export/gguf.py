@@ -30,7 +30,11 @@ def provenance(model_dir: Path) -> dict[str, Any]:
     """What `cybersecqwen merge` recorded about the model (recipe, corpus manifest hash, eval results)."""
     path = model_dir / "cybersecqwen.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    return {"name": data.get("recipe", model_dir.name), "base_model": data.get("base"), "license": data.get("license", "apache-2.0"),
+    from cybersecqwen.models import model_license
+
+    # The license the model declares (merge records the base's; a card or config may state it), never a guess.
+    return {"name": data.get("recipe", model_dir.name), "base_model": data.get("base"),
+            "license": data.get("license") or model_license(model_dir),
             "data_manifest_sha256": data.get("corpus_manifest_sha256"), "recipe_sha256": data.get("recipe_sha256"),
             "eval_results": json.dumps(data["eval"]) if data.get("eval") else None}
 
@@ -96,7 +100,7 @@ def export_model(model_dir: Path, out: Path, quants: list[str], base_type: str =
     report["memory_plan_context"] = context
     report["quality"] = mcq_quality(out, report["files"], base_type, mcq_items, data_dir, download)
     modelfile_target = quants[-1] if quants else base_type
-    report["modelfile"] = write_modelfile(out, out / report["files"][modelfile_target]["path"], tokenizer).name
+    report["modelfile"] = write_modelfile(out, out / report["files"][modelfile_target]["path"], tokenizer, context).name
     write_reports(out, report)
     return report
 

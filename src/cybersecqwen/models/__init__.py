@@ -61,6 +61,23 @@ def hf_folder(spec: str, what: str, need_config: bool = True) -> Path:
     return path
 
 
+def model_license(folder: Path) -> str | None:
+    """The license a model folder declares (its card's `license:` front matter, else config.json's "license"); None
+    when it declares none: a license is never guessed."""
+    import json
+    import re
+
+    card = folder / "README.md"
+    if card.is_file():
+        match = re.match(r"---\n(.*?)\n---", card.read_text(encoding="utf-8"), re.S)
+        found = re.search(r"(?m)^license:\s*[\"']?([\w.\-+]+)", match.group(1)) if match else None
+        if found:
+            return found.group(1)
+    config = folder / "config.json"
+    value = json.loads(config.read_text(encoding="utf-8")).get("license") if config.is_file() else None
+    return value if isinstance(value, str) and value else None
+
+
 def load_backend(model: str | ModelSpec, backend: str = "auto", dtype: str = "auto", device: str = "auto",
                  batch_size: int = 8, prefix_cache: bool = True) -> Backend:
     spec = model if isinstance(model, ModelSpec) else resolve_model(model, backend)
@@ -70,4 +87,4 @@ def load_backend(model: str | ModelSpec, backend: str = "auto", dtype: str = "au
 
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "ChoiceRequest", "GenerationRequest", "LoadOptions", "ModelSpec",
-           "hf_folder", "load_backend", "resolve_model"]
+           "hf_folder", "load_backend", "model_license", "resolve_model"]

