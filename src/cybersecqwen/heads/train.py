@@ -151,7 +151,8 @@ def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[li
         raise CybersecqwenError(f"head {spec.name}: {len(texts)} labelled examples over {len(kept_labels)} labels; "
                                 f"needs at least {MIN_EXAMPLES} examples and 2 labels")
     if len(val_texts) < 10:
-        raise CybersecqwenError(f"head {spec.name}: only {len(val_texts)} validation examples; a corpus with a larger val split is needed")
+        raise CybersecqwenError(f"head {spec.name}: only {len(val_texts)} validation examples among its {len(kept_labels)} trainable "
+                                f"labels (labels need {spec.min_per_label}+ training examples); the corpus cannot validate this head")
 
     def quality(model: TextClassifier) -> float:
         probabilities = model.probabilities(val_texts)

@@ -64,8 +64,8 @@ def choice_features(service: CtiService, job: str, task: str, text: str, gold: s
             out.append((matrix, options.index(codes[key]) if codes.get(key) in options else -1))
             prefix += metric_choice(key, codes[key]) + "\n" if codes.get(key) in options else choices[0] + "\n"
         return out
-    field = {"cwe-classify": "Text", "cti-rcm": "Description", "cti-ate": "Description"}[task]
-    fields = {field: text, **({"Platform": "Enterprise"} if job == "attack" else {})}
+    # CWE weights are learned in the cwe-classify answer form (short choices: the id alone) and serve both forms.
+    task, fields = (("cwe-classify", {"Text": text}) if job == "cwe" else ("cti-ate", {"Platform": "Enterprise", "Description": text}))
     candidates, matrix = service.features(job, text, task, fields, use_model=True)
     golds = gold.split(", ") if job == "attack" else [gold]
     return [(matrix, candidates.index(g) if g in candidates else -1) for g in golds]
@@ -126,7 +126,7 @@ def fused_service(heads_dir: Path, model: str, data_dir: Path | None = None, dow
 
 
 class FusedResponder:
-    """The server's fused answers as an eval "model": CTI-RCM/RCM-2021 through /v1/cve/map's CWE ranking, CTI-VSP
+    """The server's fused answers as an eval "model": CTI-RCM/RCM-2021 through /v1/cwe/classify's ranking, CTI-VSP
     through its CVSS choice, CTI-ATE through /v1/attack/extract, each written in the task's answer form."""
 
     tasks = ("cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate")
@@ -148,8 +148,8 @@ class FusedResponder:
                 found = self.service.extract_attack(text)["techniques"]
                 out.append(task.render_answer({t["technique_id"]: f"fused probability {t['confidence']:.2f}" for t in found},
                                               {t["technique_id"]: t["name"] for t in found}))
-            else:
-                best = self.service.rank_cwe(text, 1, "cti-rcm")[0]
+            else:  # as /v1/cwe/classify answers it
+                best = self.service.rank_cwe(text, 1, "cwe-classify")[0]
                 out.append(task.render_answer(best["cwe_id"], best["name"], f"fused probability {best['confidence']:.2f}"))
         return out
 
