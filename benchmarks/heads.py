@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--fused-items", type=int, default=300)
     parser.add_argument("--model", default="embedded", help="the model to fuse with (its HEADS/fusion.json weights)")
     parser.add_argument("--latency-calls", type=int, default=30)
+    parser.add_argument("--skip-fused", action="store_true", help="heads alone (no model loaded)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from cybersecqwen.evaluate.runner import EvalConfig, run_eval
@@ -83,8 +84,10 @@ def main() -> None:
 
     from cybersecqwen.serve.fuse import model_identity
 
-    backend = serving_backend(args.model, "auto")
+    backend = None if args.skip_fused else serving_backend(args.model, "auto")
     try:
+        if backend is None:
+            raise StopIteration
         fused = CtiService(backend, catalogs, heads, model_label=model_identity(args.model))
         results["fusion_source"] = fused.fusion.source
         for call in ("classify", "map"):
@@ -99,8 +102,11 @@ def main() -> None:
         results["fused_rcm"] = {"items": len(chosen), "top1": round(float(np.mean([t[0]["cwe_id"] == i.gold for t, i in zip(tops, chosen)])), 4),
                                 "top5": round(float(np.mean([i.gold in [c["cwe_id"] for c in t] for t, i in zip(tops, chosen)])), 4),
                                 "heads_top1_same_items": round(float(np.mean([r[0][0] == i.gold for r, i in zip(ranked, chosen)])), 4)}
+    except StopIteration:
+        pass
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
 
     alerts = work / "alerts.jsonl"
     alerts.write_text("".join(json.dumps({"id": n, "description": t}) + "\n" for n, t in enumerate(texts[:500])))

@@ -83,7 +83,10 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
         jobs: dict[str, Any] = {}
         for job in ("cwe", "attack", "cvss"):
             head_name = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}[job]
-            rows = validation_items(corpus, job, items) if heads.has(head_name) else []
+            # ATT&CK items are the costliest to score (long prompts, long choices, one llama.cpp step per token):
+            # a third as many.
+            limit = max(10, items // 3) if job == "attack" else items
+            rows = validation_items(corpus, job, limit) if heads.has(head_name) else []
             if not rows:
                 jobs[job] = {**dict(zip(("weights", "review_below"), (Fusion.default(heads, backend).weights[job], 0.5))),
                              "skipped": f"no {head_name} head or no validation items"}
