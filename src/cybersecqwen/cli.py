@@ -249,7 +249,7 @@ def run_command(
     loaded = load_recipe(recipe)
     out = out or Path("runs") / loaded.name
     pipeline = Pipeline(loaded, out, data_dir, download, references, eval_limit, full)
-    pipeline.run(start, until, progress=lambda line: console.print(line))
+    pipeline.run(start, until, progress=lambda line: console.print(line, markup=False))  # "[data] ..." is no markup
     if (out / "scorecard.md").is_file():
         print((out / "scorecard.md").read_text(encoding="utf-8"))
 
