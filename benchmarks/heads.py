@@ -26,6 +26,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def latency(label: str, service, texts: list[str]) -> dict:
+    """p50 / p95 milliseconds of /v1/cwe/classify and /v1/cve/map's work, one call per text."""
+    out = {}
+    for call in ("classify", "map"):
+        timings = []
+        for text in texts:
+            started = time.perf_counter()
+            service.classify_cwe(text) if call == "classify" else service.map_cve("CVE-2024-0001", text)
+            timings.append(1000 * (time.perf_counter() - started))
+        out[f"{label}_{call}_ms"] = {"p50": round(statistics.median(timings), 1), "p95": round(percentile(timings, 0.95), 1)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, required=True)
@@ -74,38 +87,21 @@ def main() -> None:
 
     catalogs = load_catalogs()
     only = CtiService(None, catalogs, heads)
-    for call in ("classify", "map"):
-        timings = []
-        for text in texts[: args.latency_calls]:
-            started = time.perf_counter()
-            only.classify_cwe(text) if call == "classify" else only.map_cve("CVE-2024-0001", text)
-            timings.append(1000 * (time.perf_counter() - started))
-        results[f"heads_only_{call}_ms"] = {"p50": round(statistics.median(timings), 1), "p95": round(percentile(timings, 0.95), 1)}
+    results.update(latency("heads_only", only, texts[: args.latency_calls]))
+    if not args.skip_fused:
+        from cybersecqwen.serve.fuse import model_identity
 
-    from cybersecqwen.serve.fuse import model_identity
-
-    backend = None if args.skip_fused else serving_backend(args.model, "auto")
-    try:
-        if backend is None:
-            raise StopIteration
-        fused = CtiService(backend, catalogs, heads, model_label=model_identity(args.model))
-        results["fusion_source"] = fused.fusion.source
-        for call in ("classify", "map"):
-            timings = []
-            for text in texts[: args.latency_calls]:
-                started = time.perf_counter()
-                fused.classify_cwe(text) if call == "classify" else fused.map_cve("CVE-2024-0001", text)
-                timings.append(1000 * (time.perf_counter() - started))
-            results[f"fused_{call}_ms"] = {"p50": round(statistics.median(timings), 1), "p95": round(percentile(timings, 0.95), 1)}
-        chosen = items[: args.fused_items]
-        tops = [fused.rank_cwe(i.fields["Description"], 5, "cti-rcm") for i in chosen]
-        results["fused_rcm"] = {"items": len(chosen), "top1": round(float(np.mean([t[0]["cwe_id"] == i.gold for t, i in zip(tops, chosen)])), 4),
-                                "top5": round(float(np.mean([i.gold in [c["cwe_id"] for c in t] for t, i in zip(tops, chosen)])), 4),
-                                "heads_top1_same_items": round(float(np.mean([r[0][0] == i.gold for r, i in zip(ranked, chosen)])), 4)}
-    except StopIteration:
-        pass
-    finally:
-        if backend is not None:
+        backend = serving_backend(args.model, "auto")
+        try:
+            fused = CtiService(backend, catalogs, heads, model_label=model_identity(args.model))
+            results["fusion_source"] = fused.fusion.source
+            results.update(latency("fused", fused, texts[: args.latency_calls]))
+            chosen = items[: args.fused_items]
+            tops = [fused.rank_cwe(i.fields["Description"], 5, "cti-rcm") for i in chosen]
+            results["fused_rcm"] = {"items": len(chosen), "top1": round(float(np.mean([t[0]["cwe_id"] == i.gold for t, i in zip(tops, chosen)])), 4),
+                                    "top5": round(float(np.mean([i.gold in [c["cwe_id"] for c in t] for t, i in zip(tops, chosen)])), 4),
+                                    "heads_top1_same_items": round(float(np.mean([r[0][0] == i.gold for r, i in zip(ranked, chosen)])), 4)}
+        finally:
             backend.close()
 
     alerts = work / "alerts.jsonl"

@@ -4,8 +4,6 @@ same task scorers, confidence intervals and baselines apply to them as to any la
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.model import load_heads
 from cybersecqwen.models.base import BackendInfo
@@ -55,10 +53,3 @@ class HeadsResponder:
     def close(self) -> None:
         pass
 
-
-def responder_for(model: str) -> HeadsResponder | None:
-    return HeadsResponder(model.removeprefix("heads:")) if model.startswith("heads:") else None
-
-
-def describe(responder: HeadsResponder) -> dict[str, Any]:
-    return {name: responder.heads.validation(name) for name in responder.heads.models}

@@ -74,7 +74,8 @@ class Index:
         return chosen
 
     def overlap(self, key: str, text: str) -> float:
-        return float(self.similarities(text, [key])[0])
+        """The text's cosine similarity to one entry (evidence sentences are ranked by it: no full-catalog product)."""
+        return float((self.matrix[self.position[key]] @ self.vectorizer.transform([text]).T).toarray()[0, 0])
 
 
 # Top-ups for the shortlist: the 2023 CWE Top 25 and techniques most often reported in public CTI.

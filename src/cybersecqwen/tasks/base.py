@@ -120,10 +120,15 @@ class Task(ABC):
         rows = self.read_rows(self.file_name, self.columns, data_dir, download)
         return [self.make_item(i, row) for i, row in enumerate(rows)]
 
-    def read_rows(self, file_name: str, columns: tuple[str, ...], data_dir: Path | str | None, download: bool) -> list[dict[str, str]]:
-        """Rows of one benchmark file; its provenance is recorded in `self.data_files` for reports."""
+    def resolve_file(self, file_name: str, data_dir: Path | str | None, download: bool) -> Path:
+        """A cti-bench file's path, its provenance recorded in `self.data_files` for reports."""
         path = datafiles.resolve("cti-bench", file_name, data_dir, download)
         self.data_files[file_name] = {"path": str(path), **datafiles.provenance("cti-bench", file_name, path)}
+        return path
+
+    def read_rows(self, file_name: str, columns: tuple[str, ...], data_dir: Path | str | None, download: bool) -> list[dict[str, str]]:
+        """Rows of one benchmark file; its provenance is recorded in `self.data_files` for reports."""
+        path = self.resolve_file(file_name, data_dir, download)
         rows = read_tsv(path)
         require_columns(path, rows[0], columns)
         return rows

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cybersecqwen import catalogs, datafiles
+from cybersecqwen import catalogs
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import strip_markdown
@@ -159,8 +159,7 @@ class TAA(Task):
         raise NotImplementedError
 
     def _json(self, data_dir: Path | str | None, download: bool, file_name: str) -> dict[str, list[str]]:
-        path = datafiles.resolve("cti-bench", file_name, data_dir, download)
-        self.data_files[file_name] = {"path": str(path), **datafiles.provenance("cti-bench", file_name, path)}
+        path = self.resolve_file(file_name, data_dir, download)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
