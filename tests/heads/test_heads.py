@@ -12,7 +12,7 @@ from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads import load_heads
 from cybersecqwen.heads.fusion import fused_probabilities, learn_weights
 from cybersecqwen.heads.train import train_heads
-from tests.heads.conftest import synthetic_examples, write_corpus
+from tests.heads.conftest import example, synthetic_examples, write_corpus
 
 
 def test_heads_train_save_load_and_predict(trained_heads, heads_corpus):
@@ -128,3 +128,21 @@ def test_heads_only_service_answers_from_the_catalog_with_components(trained_hea
     assert mapped["cvss"]["vector"] == "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
     with pytest.raises(CybersecqwenError, match="need a language model"):
         service.ask("What is CWE-79?")
+
+
+def test_fusion_sees_validation_texts_as_the_heads_did_before_their_refit(source_mirror, tmp_path):
+    # Two of the newest CVEs (the validation split) say something no training text says, labelled CWE-22. The served
+    # head is refit on them and learns it; the holdout view (what `heads fuse` learns from) answers as the head did
+    # before it saw them.
+    rows = synthetic_examples()
+    planted = [example("cti-rcm", "cve-vulnrichment-2022-2023", f"CVE-2099-{i}", {"Description": f"zorblax frobnicator quux {word}"},
+                       cwe_id="CWE-22", name="CWE-22", explanation="synthetic") for i, word in enumerate(("alpha", "beta"))]
+    corpus = write_corpus(tmp_path / "corpus", rows + planted)
+    train_heads(corpus, tmp_path / "heads", source_mirror)
+    heads = load_heads(tmp_path / "heads", corpus / "manifest.json")
+    text = "zorblax frobnicator quux alpha"
+    served = dict(heads.ranked("cwe", [text])[0])
+    before_refit = dict(heads.holdout().ranked("cwe", [text])[0])
+    assert served["CWE-22"] > before_refit.get("CWE-22", 0.0) + 0.2
+    with pytest.raises(CybersecqwenError, match="no holdout prediction"):
+        heads.holdout().ranked("cwe", ["a text that was never a validation item"])

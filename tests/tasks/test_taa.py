@@ -50,3 +50,24 @@ def test_real_data_gold_and_gazetteer(mirror):
     assert len(items) == 50
     assert taa.gazetteer.size > 1000  # official dictionaries + ATT&CK intrusion sets + MISP
     assert taa.extract("This is the work of Cozy Bear.", "ctibench").value == "cozy bear"
+
+
+def test_the_releases_nan_node_links_groups_under_ctibench_rules_only(tmp_path, fixture_mirror):
+    import json
+
+    bench = fixture_mirror / "cti-bench"
+    # As in the release: "nan" (an empty spreadsheet cell) is listed as an alias of two groups and related to a third.
+    (bench / "taa-alias-dict.json").write_text(json.dumps({"patchwork": ["nan"], "bitter apt": ["nan"], "lazarus": ["hidden cobra"]}))
+    (bench / "taa-related-dict.json").write_text(json.dumps({"sidecopy": ["nan"]}))
+    (bench / "cti-taa-gt.tsv").write_text("GT\nPatchwork\nSideCopy\nLazarus\n")
+    taa = get_task("cti-taa")
+    items = taa.load(fixture_mirror)
+    answers = [Answer("bitter apt", "proper"), Answer("patchwork", "proper"), Answer("hidden cobra", "proper")]
+    rows = [taa.stats(i, a) for i, a in zip(items, answers)]
+    totals = {k: sum(r[k] for r in rows) for k in rows[0]}
+    official, robust = taa.metrics(totals, "ctibench"), taa.metrics(totals, "robust")
+    # ctibench: Bitter APT is an "alias" of Patchwork through nan; SideCopy reaches Patchwork through nan too.
+    assert (official["correct_accuracy"], official["plausible_accuracy"]) == (pytest.approx(2 / 3), pytest.approx(1.0))
+    # robust: nan is no group, only the real alias counts.
+    assert (robust["correct_accuracy"], robust["plausible_accuracy"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert taa.extract("the actor is nan", "ctibench").valid is False  # nan is never an extracted name

@@ -35,6 +35,13 @@ def vectorizers():
     return TfidfVectorizer(**WORD), TfidfVectorizer(**CHAR)
 
 
+def featurize(texts: Sequence[str]) -> tuple[Any, Any, sparse.csr_matrix]:
+    """(word vectorizer, char vectorizer, feature matrix) fitted on these texts: computed once and shared by every
+    classifier trained on the same texts (the C grid, the eight CVSS metrics)."""
+    word, char = vectorizers()
+    return word, char, sparse.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+
+
 @dataclass
 class TextClassifier:
     labels: list[str]
@@ -49,11 +56,11 @@ class TextClassifier:
     names: dict[str, str] = field(default_factory=dict)  # label -> display name (CWE and technique names)
 
     # --- fitting ----------------------------------------------------------------------------------------------
-    def fit(self, texts: Sequence[str], targets: Sequence[Any], seed: int = 0) -> "TextClassifier":
+    def fit(self, texts: Sequence[str], targets: Sequence[Any], seed: int = 0, featurized: tuple | None = None) -> "TextClassifier":
+        """featurized: `featurize(texts)` when the caller already has it (read-only here)."""
         from sklearn.svm import LinearSVC
 
-        self.word, self.char = vectorizers()
-        features = sparse.hstack([self.word.fit_transform(texts), self.char.fit_transform(texts)]).tocsr()
+        self.word, self.char, features = featurized or featurize(texts)
         if self.multi_label:
             matrix = self.indicator(targets)
             coefs, intercepts = [], []

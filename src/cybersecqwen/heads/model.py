@@ -44,14 +44,30 @@ def load_heads(folder: Path | str, corpus_manifest: Path | None = None) -> "Head
         raise CybersecqwenError(f"{folder / 'weights.npz'} cannot be read as plain arrays: {exc}") from None
     metas = json.loads((folder / "heads.json").read_text(encoding="utf-8"))
     heads = Heads({name: TextClassifier.from_arrays(name, arrays, meta) for name, meta in metas.items()}, manifest, folder)
+    heads.holdout_predictions = {name: (dict(zip(meta.get("holdout_keys", []), range(len(meta.get("holdout_keys", []))))),
+                                        arrays.get(f"{name}.holdout_labels"), arrays.get(f"{name}.holdout_probabilities"))
+                                 for name, meta in metas.items()}
     heads.manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     return heads
+
+
+def text_key(text: str) -> str:
+    """How holdout predictions are looked up: a digest of the text (the texts themselves stay in the corpus)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 class Heads:
     def __init__(self, models: dict[str, TextClassifier], manifest: dict[str, Any], folder: Path) -> None:
         self.models, self.manifest, self.folder = models, manifest, folder
         self.manifest_sha256 = ""
+        self.holdout_predictions: dict[str, tuple[dict[str, int], Any, Any]] = {}
+
+    def holdout(self) -> "Heads":
+        """These heads answering their validation texts as they did before the refit on train + validation (which
+        saw those texts): what fusion must learn from. Any other text is refused."""
+        view = HoldoutHeads(self.models, self.manifest, self.folder)
+        view.manifest_sha256, view.holdout_predictions = self.manifest_sha256, self.holdout_predictions
+        return view
 
     def has(self, name: str) -> bool:
         return name in self.models
@@ -101,3 +117,19 @@ class Heads:
         """Per text, the techniques at or above the threshold chosen on validation (at least the best one)."""
         threshold = self.validation("attack")["threshold"]
         return [[pair for j, pair in enumerate(row) if j == 0 or pair[1] >= threshold] for row in self.ranked("attack", texts)]
+
+
+class HoldoutHeads(Heads):
+    def ranked(self, name: str, texts: list[str], k: int | None = None) -> list[list[tuple[str, float]]]:
+        if name not in self.models:
+            return super().ranked(name, texts, k)  # the same "no such head" error
+        keys, labels, probabilities = self.holdout_predictions.get(name, ({}, None, None))
+        labels_of = self.models[name].labels
+        out = []
+        for text in texts:
+            row = keys.get(text_key(text))
+            if row is None:
+                raise CybersecqwenError(f"the {name} head has no holdout prediction for {text[:60]!r}: fusion learns only from "
+                                        f"the heads' validation texts (retrain the heads on this corpus)")
+            out.append([(labels_of[i], float(p)) for i, p in zip(labels[row], probabilities[row])][:k])
+        return out

@@ -2,9 +2,14 @@
 
 Reads top to bottom: examples -> (text, label) per head -> validation split (CVE records: the newest by CVE id, so
 validation resembles the future; other sources: the corpus's own val.jsonl) -> for each head, the SVM's C chosen on
-validation -> probabilities calibrated on validation -> refit on train + validation with that C -> validation metrics
-and the needs-review threshold -> arrays, vocabularies and manifest written into a staging folder, renamed into place.
-CTI-Bench is never read here: it is the test set.
+validation -> probabilities calibrated on validation -> validation metrics and the needs-review threshold -> the
+validation-time head's predictions on every validation text kept (the "holdout" predictions) -> refit on train +
+validation with that C and calibration (the newest CVEs matter most for tomorrow's CVEs) -> arrays, vocabularies
+and manifest written into a staging folder, renamed into place. CTI-Bench is never read here: it is the test set.
+
+Why the holdout predictions: `heads fuse` learns the fusion weights, the fused calibration and the needs-review
+threshold on validation items. The refit head has seen those items (it scored 100% on them); the head that had not
+seen them answers there instead, from its stored predictions (stacking on out-of-sample predictions).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from rich.progress import track
 from cybersecqwen import __version__, catalogs
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import expected_calibration_error, review_threshold
-from cybersecqwen.heads.linear import TextClassifier
+from cybersecqwen.heads.linear import TextClassifier, featurize
+from cybersecqwen.heads.model import text_key
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.vsp import CVSS_METRICS
 
 log = logging.getLogger(__name__)
 
+HOLDOUT_TOP = 100  # holdout predictions keep each text's best labels (the service shortlists 12)
 C_GRID = (0.3, 1.0)  # fitted side by side on the two cores; 0.1 never won on the CWE head (BENCHMARKS.md)
 MIN_EXAMPLES = 50  # fewer labelled examples than this: the head is not trained (and the build says why)
 CVE_VALIDATION_SHARE = 0.1
@@ -141,7 +148,20 @@ def micro_f1(probabilities: np.ndarray, truth: np.ndarray, threshold: float) -> 
     return 2 * tp / (predicted.sum() + truth.sum()) if (predicted.sum() + truth.sum()) else 0.0
 
 
-def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[list[str], list[Any]], seed: int) -> tuple[TextClassifier, dict]:
+def cached_features(features: dict[tuple[str, ...], tuple], texts: list[str]) -> tuple:
+    key = tuple(texts)
+    if key not in features:
+        if len(features) >= 2:  # train and train + validation: the CVSS metrics train one after another on them
+            features.pop(next(iter(features)))
+        features[key] = featurize(texts)
+    return features[key]
+
+
+def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[list[str], list[Any]], seed: int,
+               features: dict[tuple[str, ...], tuple] | None = None,
+               holdout_texts: list[str] = ()) -> tuple[TextClassifier, dict, np.ndarray]:
+    """(the head refit on train + validation, its validation metrics, the validation-time head's probabilities on
+    holdout_texts). features: a cache of `featurize` results by training texts, shared across heads."""
     counts = Counter(label for row in train[1] for label in (row if spec.multi_label else [row]))
     kept_labels = sorted(label for label, n in counts.items() if n >= spec.min_per_label)
     kept = set(kept_labels)
@@ -160,9 +180,11 @@ def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[li
             return max(micro_f1(probabilities, model.indicator(val_labels), t) for t in np.linspace(0.05, 0.95, 19))
         return accuracy_at(probabilities, np.array([kept_labels.index(l) for l in val_labels]), 1)
 
-    # liblinear releases the GIL: the C grid is fitted on both cores.
+    features = {} if features is None else features
+    shared = cached_features(features, texts)
+    # liblinear releases the GIL: the C grid is fitted on both cores, on one feature matrix.
     fitted = Parallel(n_jobs=2, prefer="threads")(
-        delayed(TextClassifier(kept_labels, spec.multi_label, c).fit)(texts, labels, seed) for c in C_GRID)
+        delayed(TextClassifier(kept_labels, spec.multi_label, c).fit)(texts, labels, seed, shared) for c in C_GRID)
     candidates = dict(zip(C_GRID, fitted))
     scores = {c: quality(model) for c, model in candidates.items()}
     best_c = max(C_GRID, key=lambda c: (scores[c], -c))
@@ -181,10 +203,12 @@ def train_head(spec: HeadSpec, train: tuple[list[str], list[Any]], val: tuple[li
         confidence, correct = probabilities.max(axis=1), (probabilities.argmax(axis=1) == gold).astype(float)
         metrics.update(top1=round(accuracy_at(probabilities, gold, 1), 4), top5=round(accuracy_at(probabilities, gold, 5), 4),
                        ece=round(expected_calibration_error(confidence, correct), 4), **review_threshold(confidence, correct))
-    # The final head learns from validation too, with the C and calibration chosen above.
-    final = TextClassifier(kept_labels, spec.multi_label, best_c).fit(texts + val_texts, labels + val_labels, seed)
+    holdout = chosen.probabilities(list(holdout_texts)) if holdout_texts else np.zeros((0, len(kept_labels)))
+    # The served head learns from validation too, with the C and calibration chosen above.
+    final = TextClassifier(kept_labels, spec.multi_label, best_c).fit(
+        texts + val_texts, labels + val_labels, seed, cached_features(features, texts + val_texts))
     final.temperature, final.bias = chosen.temperature, chosen.bias
-    return final, metrics
+    return final, metrics, holdout
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -205,13 +229,15 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
     arrays: dict[str, np.ndarray] = {}
     heads: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    features: dict[tuple[str, ...], tuple] = {}
     for spec in track(SPECS, description="heads", transient=True):
         check = valid.get(spec.name, lambda label: True)
         train, val = split_examples(examples, spec.tasks)
         train_texts, train_labels, dropped = labelled(spec, train, check)
         val_texts, val_labels, _ = labelled(spec, val, check)
+        holdout_texts = sorted({get_task(e["task"]).item_text(e["messages"][-2]["content"]) for e in val})
         try:
-            model, metrics = train_head(spec, (train_texts, train_labels), (val_texts, val_labels), seed)
+            model, metrics, holdout = train_head(spec, (train_texts, train_labels), (val_texts, val_labels), seed, features, holdout_texts)
         except CybersecqwenError as exc:
             if spec.name in ("cwe",) or spec.name.startswith("cvss-"):
                 raise
@@ -222,6 +248,10 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
         model.names = {label: names[spec.name][label] for label in model.labels if label in names.get(spec.name, {})}
         head_arrays, meta = model.arrays(spec.name)
         arrays.update(head_arrays)
+        top = np.argsort(-holdout, axis=1, kind="stable")[:, :HOLDOUT_TOP].astype(np.int32)
+        arrays[f"{spec.name}.holdout_labels"] = top
+        arrays[f"{spec.name}.holdout_probabilities"] = np.take_along_axis(holdout, top, axis=1).astype(np.float32)
+        meta["holdout_keys"] = [text_key(text) for text in holdout_texts]
         heads[spec.name] = {"meta": meta, "metrics": metrics, "tasks": list(spec.tasks)}
     write_heads(out, arrays, heads, {
         "kind": "cybersecqwen-heads", "cybersecqwen_version": __version__, "seed": seed,

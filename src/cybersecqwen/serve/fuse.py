@@ -1,7 +1,8 @@
 """`cybersecqwen heads fuse`: learn how much to trust the heads, the model and the lexical score, on validation items.
 
 For each structured job (CWE, ATT&CK, CVSS) a seeded sample of the corpus's validation items (the split the heads
-were validated on: newest CVE records, the corpus val split otherwise) is run through the real service; each item
+were validated on: newest CVE records, the corpus val split otherwise) is run through the real service, the heads
+answering from their holdout predictions (made before the heads were refit on those items); each item
 gives the candidates' features and the index of the right one; heads.fusion.learn_weights fits the weights, and the
 needs-review threshold is set where unflagged fused answers are right >= 90% of the time. The result, with the
 validation accuracy of each answerer alone and fused and the calibration error, is written to HEADS/fusion.json,
@@ -79,7 +80,8 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
     catalogs = load_catalogs(data_dir, download)
     backend = serving_backend(model, backend_kind)
     try:
-        service = CtiService(backend, catalogs, heads, Fusion.default(heads, backend))
+        # The heads answer validation items from their holdout predictions (made before they were refit on them).
+        service = CtiService(backend, catalogs, heads.holdout(), Fusion.default(heads, backend))
         jobs: dict[str, Any] = {}
         for job in ("cwe", "attack", "cvss"):
             head_name = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}[job]

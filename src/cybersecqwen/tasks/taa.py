@@ -3,8 +3,12 @@
 Scoring follows the release's notebook exactly: names are lower-cased and stripped; "correct" when the
 prediction is reached from the ground truth through the alias dictionary (made symmetric, followed
 transitively), "plausible" when reached through aliases or related groups; every item is in the
-denominator. One quirk is kept on purpose: the search starts from the ground truth's neighbours, so a
-prediction equal to a ground truth that has no aliases scores "incorrect" (the robust rules fix that).
+denominator. Two quirks are kept on purpose under the `ctibench` rules, and dropped under `robust`:
+- the search starts from the ground truth's neighbours, so a prediction equal to a ground truth that has no
+  aliases scores "incorrect" (robust counts the exact match);
+- the release's dictionaries list "nan" (an empty spreadsheet cell) as an alias of three groups and a related group
+  of eight; the notebook keeps it as a node, so those groups reach each other through it (Bitter APT, Patchwork and
+  SideCopy count as aliases of each other). The published "plausible" figures depend on it; robust drops the node.
 
 The release extracted the actor name from each response by hand. Here a gazetteer of known names (the
 official dictionaries, ATT&CK intrusion sets and MISP threat actors, with aliases) finds it.
@@ -26,6 +30,7 @@ from cybersecqwen.tasks.patterns import strip_markdown
 from cybersecqwen.tasks.registry import register
 
 log = logging.getLogger(__name__)
+PLACEHOLDER = "nan"  # an empty cell of the release's spreadsheet, kept in its dictionaries
 
 # Names too generic to be evidence of an attribution when they appear in a response.
 STOP_NAMES = frozenset(
@@ -134,6 +139,7 @@ class TAA(Task):
     def __init__(self) -> None:
         super().__init__()
         self.graph: ActorGraph | None = None
+        self.robust_graph: ActorGraph | None = None
         self.gazetteer: Gazetteer | None = None
 
     def load(self, data_dir: Path | str | None = None, download: bool = False) -> list[Item]:
@@ -143,8 +149,11 @@ class TAA(Task):
             raise CybersecqwenError(
                 f"{self.data_files['cti-taa-gt.tsv']['path']} has {len(gold_rows)} rows but "
                 f"{self.data_files[self.file_name]['path']} has {len(rows)}; they must align")
-        self.graph = ActorGraph(*(self._json(data_dir, download, f) for f in ("taa-alias-dict.json", "taa-related-dict.json")))
-        self.gazetteer = Gazetteer(self.graph.names() | set(self._extra_names(data_dir, download)))
+        aliases, related = (self._json(data_dir, download, f) for f in ("taa-alias-dict.json", "taa-related-dict.json"))
+        self.graph = ActorGraph(aliases, related)  # the release's graph, "nan" node included
+        self.robust_graph = ActorGraph(*({k: [v for v in values if v != PLACEHOLDER] for k, values in d.items() if k != PLACEHOLDER}
+                                         for d in (aliases, related)))
+        self.gazetteer = Gazetteer(self.robust_graph.names() | set(self._extra_names(data_dir, download)))
         return [Item(i, row["Prompt"], gold["GT"].strip(), dict(row)) for i, (row, gold) in enumerate(zip(rows, gold_rows))]
 
     def build_prompt(self, fields: Mapping[str, str]) -> str:
@@ -164,7 +173,7 @@ class TAA(Task):
             payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CybersecqwenError(f"{path} is not valid JSON: {exc}") from None
-        return {k: [v for v in values if v != "nan"] for k, values in payload.items()}
+        return payload
 
     def _extra_names(self, data_dir: Path | str | None, download: bool) -> list[str]:
         names: list[str] = []
@@ -179,7 +188,7 @@ class TAA(Task):
         return names
 
     def _require_loaded(self) -> tuple[ActorGraph, Gazetteer]:
-        if self.graph is None or self.gazetteer is None:
+        if self.graph is None or self.robust_graph is None or self.gazetteer is None:
             raise RuntimeError("TAA.load() must run before extraction or scoring")
         return self.graph, self.gazetteer
 
@@ -200,21 +209,22 @@ class TAA(Task):
     def stats(self, item: Item, answer: Answer) -> dict[str, float]:
         graph, _ = self._require_loaded()
         verdict = graph.connection(item.gold, answer.value) if answer.valid else "I"
+        robust = self.robust_graph.connection(item.gold, answer.value) if answer.valid else "I"
         exact = answer.valid and answer.value.strip().lower() == item.gold.strip().lower()
         return {
             "n": 1.0,
             "valid": float(answer.valid),
             "correct": float(verdict == "C"),
             "plausible": float(verdict in ("C", "P")),
-            "correct_or_exact": float(verdict == "C" or exact),
-            "plausible_or_exact": float(verdict in ("C", "P") or exact),
+            "robust_correct": float(robust == "C" or exact),
+            "robust_plausible": float(robust in ("C", "P") or exact),
         }
 
     def metrics(self, totals: Mapping[str, Any], rules: str) -> dict[str, Any]:
         n, valid = totals["n"], totals["valid"]
-        # Robust rules also count an exact name match that the official search misses (see module doc).
-        correct = totals["correct_or_exact"] if rules == "robust" else totals["correct"]
-        plausible = totals["plausible_or_exact"] if rules == "robust" else totals["plausible"]
+        # Robust rules count an exact name match the official search misses and drop the "nan" node (module doc).
+        correct = totals["robust_correct"] if rules == "robust" else totals["correct"]
+        plausible = totals["robust_plausible"] if rules == "robust" else totals["plausible"]
         return {
             **validity(totals),
             "correct_accuracy": ratio(correct, n),
