@@ -13,7 +13,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from cybersecqwen.evaluate.compare import compare_runs, load_references
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.evaluate.compare import compare_runs
+from cybersecqwen.evaluate.references import describe, load_references, placed, run_settings
 from cybersecqwen.io import png_figure, write_json, write_text
 
 MODELS = (("base", "eval-base"), ("tuned", "eval-tuned"), ("quantized", "eval-quant"), ("heads", "eval-heads"),
@@ -79,12 +81,11 @@ def format_vs_knowledge(task_name: str, base: dict[int, list[dict]], tuned: dict
 
 
 def gold_answers(pipeline, task_name: str) -> dict[int, Any]:
+    """The task's answer key by row. A missing or unreadable data file raises CybersecqwenError: the caller writes
+    what failed into the scorecard instead of leaving the analysis out."""
     from cybersecqwen.tasks import get_task
 
-    try:
-        return {item.index: item.gold for item in get_task(task_name).load(pipeline.data_dir, pipeline.download)}
-    except Exception:  # noqa: BLE001 - the split is an extra; without the key it is left out
-        return {}
+    return {item.index: item.gold for item in get_task(task_name).load(pipeline.data_dir, pipeline.download)}
 
 
 def verdict(entry: dict[str, Any], higher_is_better: bool) -> str:
@@ -131,12 +132,17 @@ def build(pipeline) -> dict[str, Any]:
                     if paired:
                         row[f"{b}_vs_{a}"] = {k: paired.get(k) for k in ("difference_b_minus_a", "ci95", "p_value", "test")}
             if "tuned" in items:
-                if task_name not in gold:
-                    gold[task_name] = gold_answers(pipeline, task_name)
-                row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name],
-                                                                 gold[task_name])
-            row["references"] = [{"model": r["model"], "value": r["scores"][task_name], "source": r.get("source", "")}
-                                 for r in references if r["protocol"] == protocol and task_name in r["scores"]]
+                try:
+                    if task_name not in gold:
+                        gold[task_name] = gold_answers(pipeline, task_name)
+                    row["format_vs_knowledge"] = format_vs_knowledge(task_name, items["base"][task_name], items["tuned"][task_name],
+                                                                     gold[task_name])
+                except CybersecqwenError as exc:  # said in the scorecard, never an empty section
+                    row["format_vs_knowledge_failed"] = f"the answer-bias analysis could not run: {exc}"
+            # Per run: the published numbers produced exactly as it was (protocol, mode, trials, T, items, metric).
+            row["references"] = {label: placed(references, task_name, [run_settings(report, task_name)])[0]
+                                 for label, report in reports.items() if task_name in report["tasks"]}
+            row["not_comparable"] = placed(references, task_name, [run_settings(reports["base"], task_name)])[1]
             tasks[task_name] = row
         card["protocols"][protocol] = tasks
     return card
@@ -198,6 +204,8 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
                     text += f" [{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else ""
                     text += f", p = {d['p_value']:.3g} ({d['test']})" if d.get("p_value") is not None else ""
                     lines.append(text)
+            if row.get("format_vs_knowledge_failed"):
+                lines.append(f"\nFormatting vs knowledge: NOT computed: {row['format_vs_knowledge_failed']}")
             split = row.get("format_vs_knowledge")
             if split and split["items"]:
                 lines.append(
@@ -212,8 +220,13 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
                        f"that answer-bias level is {points(row['models'].get('base'), split['base_answer_chance'])} (base) and "
                        f"{points(row['models'].get('tuned'), split['tuned_answer_chance'])} (tuned): only that part is knowledge."
                        if split.get("tuned_answer_chance") is not None else ""))
-            if row["references"]:
-                lines.append("\nPublished under this protocol: " + "; ".join(f"{r['model']} {fmt(r['value'], percent)}" for r in row["references"]))
+            for label, comparable in row.get("references", {}).items():
+                if comparable:
+                    lines.append(f"\nPublished, comparable with the {LABELS.get(label, label)} run (same protocol, mode, trials, "
+                                 f"temperature, items and metric): " + "; ".join(describe(r) for r in comparable) + ".")
+            if row.get("not_comparable"):
+                lines.append("\nPublished, NOT comparable with the base run (what differs): "
+                             + "; ".join(describe(r) for r in row["not_comparable"]) + ".")
             lines.append("")
     train = card.get("train") or {}
     if train:

@@ -81,15 +81,18 @@ def test_a_torn_last_line_is_redone_and_other_settings_are_refused(run_dirs, tmp
 def test_compare_a_run_with_itself_shows_no_difference(run_dirs, tmp_path):
     first, _, _ = run_dirs
     references = tmp_path / "refs.yaml"
-    references.write_text("references:\n  - model: GPT-4\n    protocol: ctibench\n    source: CTI-Bench Table 1\n    scores: {cti-mcq: 0.71}\n")
+    references.write_text("references:\n  - {model: GPT-4, protocol: ctibench, mode: generate, trials: 1, temperature: 0.0, "
+                          "items: whole, source: CTI-Bench Table 1, scores: {cti-mcq: {accuracy: 0.71}}}\n")
     result = cli("compare", str(first), str(first), "--json", "--references", str(references))
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     mcq = payload["tasks"]["cti-mcq"]
     assert mcq["difference_b_minus_a"] == 0 and mcq["p_value"] == 1.0 and mcq["test"] == "mcnemar-exact"
     assert payload["tasks"]["cti-vsp"]["test"] == "wilcoxon-signed-rank"
-    assert payload["references"][0]["scores"]["cti-mcq"] == 0.71
+    assert payload["references"][0]["scores"]["cti-mcq"] == {"accuracy": 0.71}
     table = cli("compare", str(first), str(first), "--references", "configs/references.yaml")
     assert table.returncode == 0, table.stderr
-    assert "GPT-4" in table.stdout and "71.0%" in table.stdout  # same protocol: a column beside
-    assert "not comparable (protocol cisco" in table.stdout  # Cisco's numbers are kept apart
+    # A few log-prob items, one trial: GPT-4's 71.0% (generated, whole file) is not beside it, and the notes say why.
+    assert "not comparable: GPT-4 accuracy 71.0% (logprob vs generate;" in table.stdout
+    assert "of 2,500 items" in table.stdout
+    assert "protocol cisco vs ctibench" in table.stdout  # Cisco's numbers are kept apart

@@ -68,6 +68,11 @@ def test_pipeline_runs_skips_and_redoes_only_what_changed(source_mirror, tmp_pat
     # --from redoes a stage on demand; --until stops early.
     done = Pipeline(recipe(tmp_path, lr="3.0e-4"), out, source_mirror).run(start="scorecard", progress=lines.append)
     assert done["scorecard"] == "ran" and done["export"] == "skipped"
+    # The answer key gone: the scorecard says the answer-bias analysis failed and why, it does not drop it silently.
+    (tmp_path / "empty").mkdir()
+    Pipeline(recipe(tmp_path, lr="3.0e-4"), out, tmp_path / "empty").run(start="scorecard", progress=lines.append)
+    text = (out / "scorecard.md").read_text()
+    assert "Formatting vs knowledge: NOT computed: the answer-bias analysis could not run:" in text and "cti-mcq.tsv" in text
     done = Pipeline(recipe(tmp_path, lr="3.0e-4"), out, source_mirror).run(until="data", progress=lines.append)
     assert list(done) == ["data"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.evaluate import stats
-from cybersecqwen.io import read_yaml
+from cybersecqwen.evaluate.references import describe, load_references, placed, run_settings
 from cybersecqwen.tasks import get_task
 
 
@@ -77,6 +77,7 @@ def compare_runs(run_a: Path, run_b: Path, references: Path | None = None) -> di
             "difference_b_minus_a": stats.clean(value_b - value_a),
             "ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))] if diff.size else None,
             "higher_is_better": task.higher_is_better,
+            "settings": [run_settings(report, name, len(shared)) for report in (report_a, report_b)],
         }
         if task.is_binary():
             entry["test"] = "mcnemar-exact"
@@ -90,18 +91,6 @@ def compare_runs(run_a: Path, run_b: Path, references: Path | None = None) -> di
     return out
 
 
-def load_references(path: Path) -> list[dict[str, Any]]:
-    """Published numbers: a YAML list of {model, protocol, source, scores: {task: value}}."""
-    payload = read_yaml(path, "references file")
-    entries = payload.get("references") if isinstance(payload, dict) else None
-    if not isinstance(entries, list):
-        raise CybersecqwenError(f"{path} must hold a top-level 'references:' list of {{model, protocol, source, scores}}")
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict) or not {"model", "protocol", "scores"} <= set(entry):
-            raise CybersecqwenError(f"{path}: reference #{number} needs model, protocol and scores")
-    return entries
-
-
 def comparison_table(result: dict[str, Any]):
     """The `compare` verb's table, and the lines under it (sources of the published numbers, incomparable ones)."""
     from rich.table import Table
@@ -109,20 +98,18 @@ def comparison_table(result: dict[str, Any]):
     from cybersecqwen.evaluate.report import fmt
 
     references = result.get("references", [])
-    same = [r for r in references if r["protocol"] == result["protocol"]]
     table = Table(title=f"B - A · protocol {result['protocol']} · A={result['model_a']} · B={result['model_b']}")
-    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p", *(r["model"] for r in same)):
+    for column in ("task", "metric", "n", "A", "B", "B - A", "95% CI", "test", "p", "published, comparable"):
         table.add_column(column)
+    notes: list[str] = []
     for name, entry in result["tasks"].items():
         metric, ci = entry["metric"], entry["ci95"]
         scale = 1 if metric.endswith("mad") else 100
-        published = [fmt(float(r["scores"][name]), metric) if name in r["scores"] else "" for r in same]
+        comparable, other = placed(references, name, entry["settings"])
         table.add_row(name, metric, str(entry["n_shared_items"]), fmt(entry["a"], metric), fmt(entry["b"], metric),
                       f"{scale * (entry['difference_b_minus_a'] or 0):+.2f}{'' if scale == 1 else ' pts'}",
                       f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]" if ci else "", entry["test"], f"{entry['p_value']:.3g}",
-                      *published)
-    notes = [f"{r['model']}: {r.get('source', 'no source given')}" for r in same]
-    for reference in (r for r in references if r["protocol"] != result["protocol"]):
-        scores = ", ".join(f"{k} {v}" for k, v in reference["scores"].items())
-        notes.append(f"not comparable (protocol {reference['protocol']}, not {result['protocol']}): {reference['model']}: {scores}")
+                      "; ".join(describe(r, ("A", "B")) for r in comparable))
+        notes += [f"{name}: {r['model']}: {r['source'] or 'no source given'}" for r in comparable]
+        notes += [f"{name}: not comparable: {describe(r)}" for r in other]
     return table, notes
