@@ -57,6 +57,8 @@ def eval_command(
     report = run_eval(cfg)
     print(render_markdown(report))
     console.print(f"report written to {out}/report.md, report.json, report.png")
+    if report.get("model_card"):
+        console.print(f"model card updated with these results (same weights, sha256 {report['model_sha256'][:12]}): {report['model_card']}")
 
 
 @app.command("score")

@@ -37,6 +37,7 @@ def test_every_task_reports_official_numbers_with_ci_and_baseline(run_dirs):
         assert (first / name).is_file(), name
     report = json.loads((first / "report.json").read_text())
     assert set(report["tasks"]) == {"cti-mcq", "cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate", "cti-taa"}
+    assert len(report["model_sha256"]) == 64  # the weights these numbers belong to
     assert report["protocol"]["name"] == "ctibench" and report["protocol"]["max_tokens"] == 24
     mcq = report["tasks"]["cti-mcq"]
     assert mcq["mode"] == "logprob" and mcq["n_items"] == 4

@@ -149,6 +149,10 @@ def test_embedded_model_trains_end_to_end_and_merges_with_parity(corpus, tmp_pat
     assert len(losses) == 3 and all(l == l and l > 0 for l in losses)
     merged_dir = merge(run, tmp_path / "merged")
     assert (merged_dir / "model.safetensors").is_file() and "corpus manifest sha256" in (merged_dir / "README.md").read_text()
+    from cybersecqwen.models.card import weights_sha256
+
+    facts = json.loads((merged_dir / "cybersecqwen.json").read_text())
+    assert facts["weights_sha256"] == weights_sha256(merged_dir) and facts["eval"] is None  # nothing measured on it yet
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     text = tokenizer.apply_chat_template([{"role": "user", "content": "Which CWE is SQL injection?"}], add_generation_prompt=True, tokenize=False)
     ids = tokenizer(text + "CWE-89", return_tensors="pt", add_special_tokens=False)["input_ids"]

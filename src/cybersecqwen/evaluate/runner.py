@@ -24,6 +24,7 @@ from cybersecqwen.evaluate import report as report_writer
 from cybersecqwen.evaluate import responses as responses_file
 from cybersecqwen.evaluate.scoring import Response, score_task, trial_summary
 from cybersecqwen.io import write_json
+from cybersecqwen.models.card import record_eval, weights_sha256
 from cybersecqwen.models import ChoiceRequest, GenerationRequest, ModelSpec, load_backend, resolve_model
 from cybersecqwen.models.base import BASE_MODEL_HINT
 from cybersecqwen.tasks import RULE_SETS, Item, Task, get_task
@@ -203,6 +204,11 @@ def run_eval(cfg: EvalConfig, responder: Any = None) -> dict[str, Any]:
             backend.close()
 
     report = build_report(plan, saved, timings, backend.info if backend else None, set_aside)
+    # The weights these numbers belong to; a cybersecqwen model folder's card takes the results (models/card.py).
+    local = plan.model is not None and plan.model.kind != "openai"
+    report["model_sha256"] = weights_sha256(plan.model.location) if local else None
+    if local and Path(plan.model.location).is_dir() and record_eval(Path(plan.model.location), report, str(cfg.out)):
+        report["model_card"] = str(Path(plan.model.location) / "README.md")
     report_writer.write_all(cfg.out, report)
     return report
 

@@ -1,8 +1,9 @@
 """`cybersecqwen merge RUN_DIR --out DIR`: fold the LoRA adapter into a standalone HF model folder.
 
-The folder gets safetensors weights, the tokenizer with its chat template, and a model card naming the base,
-the recipe, the corpus manifest hash and eval results when the run has them. Written to a temporary folder
-and renamed, so a crash leaves no half model.
+The folder gets safetensors weights, the tokenizer with its chat template, and a model card (models/card.py) naming
+the base, the recipe, the corpus manifest hash and the weights' sha256. Eval results enter the card only when they
+were computed on these weights (`eval --model THIS_FOLDER` adds them). Written to a temporary folder and renamed,
+so a crash leaves no half model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.models.card import eval_entry, weights_sha256, write_card
 
 
 def merge(run_dir: Path, out: Path) -> Path:
@@ -38,10 +40,9 @@ def merge(run_dir: Path, out: Path) -> Path:
     try:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        facts = provenance(run_dir, summary)
-        (staging / "README.md").write_text(model_card(facts, summary), encoding="utf-8")
-        # Machine-readable provenance: `cybersecqwen export` writes it into the GGUF metadata.
-        (staging / "cybersecqwen.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+        # Machine-readable provenance (cybersecqwen.json; `cybersecqwen export` writes it into the GGUF metadata)
+        # and the card rendered from it.
+        write_card(staging, provenance(run_dir, summary, weights_sha256(staging)))
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -51,33 +52,20 @@ def merge(run_dir: Path, out: Path) -> Path:
     return out
 
 
-def provenance(run_dir: Path, summary: dict) -> dict:
-    """What the model card states and `export` writes into GGUF metadata: recipe, hashes, eval headlines."""
+def provenance(run_dir: Path, summary: dict, weights: str | None) -> dict:
+    """What the model card states and `export` writes into GGUF metadata: recipe, hashes, training, and the eval
+    reports found in the run folder that were computed on exactly these weights (a deterministic re-merge after
+    an eval of the first merge keeps them)."""
     corpus_manifest = Path(summary["corpus"]) / "manifest.json"
     evals = {}
-    for report in sorted(run_dir.glob("*/report.json")):
+    for report in sorted(run_dir.glob("**/report.json")):
         data = json.loads(report.read_text())
-        evals[report.parent.name] = {"protocol": data["protocol"]["name"],
-                                     "scores": {task: {entry["headline"][0]: entry["metrics"].get(entry["headline"][0])}
-                                                for task, entry in data["tasks"].items()}}
+        if weights and data.get("model_sha256") == weights:
+            evals[str(report.parent)] = eval_entry(data)
     from cybersecqwen.models import model_license
 
     return {"recipe": summary["recipe"], "base": summary["base"], "license": model_license(Path(summary["base"])),
-            "recipe_sha256": summary.get("recipe_sha256"),
+            "recipe_sha256": summary.get("recipe_sha256"), "weights_sha256": weights,
             "corpus_manifest_sha256": hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else None,
+            "training": {"steps": summary["global_step"], "train_loss": round(summary["train_loss"], 4), "machine": summary["machine"]},
             "eval": evals or None}
-
-
-def model_card(facts: dict, summary: dict) -> str:
-    front = ["---", f"license: {facts['license']}", "---", ""] if facts.get("license") else []
-    lines = front + [f"# {summary['recipe']} (LoRA merged into {Path(summary['base']).name})", "",
-             "A cybersecqwen fine-tune for defensive cyber threat intelligence. Outputs need human review; not for",
-             "exploit generation or unattended security decisions.", "",
-             f"- base model: `{summary['base']}`",
-             f"- recipe: `{summary['recipe']}`; steps {summary['global_step']}, final train loss {summary['train_loss']:.4f}",
-             f"- corpus manifest sha256: `{facts['corpus_manifest_sha256'] or 'unknown'}`",
-             f"- training machine settings: `{json.dumps(summary['machine'])}`"]
-    for run, result in (facts["eval"] or {}).items():
-        scores = ", ".join(f"{task} {metric} {value}" for task, entry in result["scores"].items() for metric, value in entry.items())
-        lines.append(f"- eval ({result['protocol']}, {run}): {scores}")
-    return "\n".join(lines) + "\n"
