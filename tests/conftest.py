@@ -88,3 +88,10 @@ def fixture_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CYBERSECQWEN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CYBERSECQWEN_DATA_DIR", raising=False)
     return root
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that read the real data mirror carry the declared `mirror` marker (`-m "not mirror"` leaves them out)."""
+    for item in items:
+        if {"mirror", "run_dirs"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mirror)

@@ -272,6 +272,8 @@ def serve_command(
     chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
     no_model: bool = typer.Option(False, "--no-model", help="Serve the structured endpoints from --heads alone (no LLM)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="A Host name clients use (repeatable; the bound address "
+                                         "and loopback names are always answered; '*' answers any: not behind a proxy)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
@@ -281,8 +283,9 @@ def serve_command(
 
     settings = ServerSettings(model_name=Path(model).name if model != "embedded" else "embedded", api_key=api_key,
                               max_body_bytes=max_body, max_tokens=max_tokens, max_queue=max_queue, timeout_s=timeout,
-                              audit_log=audit_log, log_content=log_content)
-    console.print(f"serving {model} on http://{host}:{port}  (docs: /docs, page: /)")
+                              audit_log=audit_log, log_content=log_content,
+                              allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))))
+    console.print(f"serving {model} on http://{host}:{port}  (schema: /openapi.json, page: /)")
     serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 
 

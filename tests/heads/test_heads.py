@@ -124,6 +124,8 @@ def test_heads_only_service_answers_from_the_catalog_with_components(trained_hea
     assert all(c["cwe_id"] in catalogs.cwe for c in result["candidates"])
     assert result["candidates"][0]["components"]["model"] is None and result["candidates"][0]["components"]["head"] > 0.5
     assert "heads only" in result["method"]
+    everything = service.fuse("cwe", "SQL injection in the login query", "cwe-classify", {"Text": "SQL injection in the login query"})
+    assert abs(sum(row["confidence"] for row in everything) - 1) < 1e-3  # one distribution over the whole shortlist
     mapped = service.map_cve("CVE-2024-0001", "A remote unauthenticated attacker can compromise the server over the network")
     assert mapped["cvss"]["vector"] == "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
     with pytest.raises(CybersecqwenError, match="need a language model"):

@@ -19,12 +19,15 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app) -> None:
+    def __init__(self, app, read_timeout: float | None = None) -> None:
         import uvicorn
+
+        from cybersecqwen.serve.server import READ_TIMEOUT_S, uvicorn_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        # The same uvicorn settings `cybersecqwen serve` uses (bounded reads, connections, headers).
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, read_timeout or READ_TIMEOUT_S))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":
@@ -51,10 +54,10 @@ def make_server(source_mirror, tmp_path):
 
     started = []
 
-    def make(**overrides) -> LiveServer:
+    def make(read_timeout: float | None = None, **overrides) -> LiveServer:
         settings = ServerSettings(model_name="embedded", audit_log=tmp_path / "audit.jsonl", **overrides)
         app, backend = build_app("embedded", "auto", settings, data_dir=source_mirror)
-        server = LiveServer(app).__enter__()
+        server = LiveServer(app, read_timeout).__enter__()
         started.append((server, backend, app))
         return server
 

@@ -41,7 +41,7 @@ CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 def client(tmp_path, **settings) -> tuple[TestClient, ScriptedBackend]:
     backend = ScriptedBackend()
     app = create_app(backend, None, ServerSettings(model_name="scripted", audit_log=tmp_path / "audit.jsonl", **settings))
-    return TestClient(app), backend
+    return TestClient(app, base_url="http://localhost"), backend
 
 
 def test_full_queue_answers_429_with_retry_after(tmp_path):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 Messages = list[dict[str, str]]
 
@@ -61,6 +62,7 @@ class LoadOptions:
 class Backend(Protocol):
     info: BackendInfo
     is_instruct: bool  # has a chat template; base models get raw few-shot prompts
+    context_length: int | None  # tokens the model reads, prompt and answer together (None: unknown)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """One reply per request, in order; stop strings are cut from the reply."""
@@ -69,7 +71,10 @@ class Backend(Protocol):
         """The reply in pieces as they are generated (BackendBase: the whole reply as one piece)."""
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of `text` in the model's vocabulary (BackendBase: words, for servers that do not say)."""
+        """Tokens of `text` in the model's vocabulary, read as plain text (BackendBase: words, for servers that do not say)."""
+
+    def prompt_length(self, messages: Messages) -> int | None:
+        """Tokens of the chat prompt the messages make, template included (None: unknown)."""
 
     def score_choices(self, requests: Sequence[ChoiceRequest]) -> list[list[float]]:
         """Per request, the log-probability of each choice's tokens after the prompt."""
@@ -80,11 +85,37 @@ class Backend(Protocol):
 class BackendBase:
     """Defaults for what a backend cannot do natively; each backend overrides what it can."""
 
+    context_length: int | None = None  # tokens the model reads (prompt + answer); None: not known here
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         yield self.generate([request])[0]  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def prompt_length(self, messages: list[dict[str, str]]) -> int | None:
+        """Tokens of the chat prompt these messages make (None where the backend cannot tell)."""
+        request_ids = getattr(self, "request_ids", None)
+        return len(request_ids(messages, None)) if request_ids else None
+
+
+MARK = "\ue000{}\ue001"  # private-use characters around a message number: no template or vocabulary gives them meaning
+MARKED = re.compile("\ue000(\\d+)\ue001")
+
+
+def chat_pieces(render: Callable[[list[dict[str, str]]], str], messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
+    """The chat prompt as (text, is_template) pieces. Message contents are data: a pasted report that contains
+    "<|im_end|>" must not close its turn, so only the template's own text may be read as special tokens. The template
+    is rendered with numbered markers in place of the contents, then cut at them."""
+    rendered = render([{**m, "content": MARK.format(i)} for i, m in enumerate(messages)])
+    parts = MARKED.split(rendered)
+    pieces = []
+    for j, part in enumerate(parts):
+        if j % 2:
+            pieces.append((messages[int(part)]["content"], False))
+        elif part:
+            pieces.append((part, True))
+    return pieces
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -22,7 +22,7 @@ from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions,
-                                      ModelSpec, common_prefix_length, cut_at_stop)
+                                      ModelSpec, chat_pieces, common_prefix_length, cut_at_stop)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class HFBackend(BackendBase):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+            self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         except (OSError, ValueError) as exc:
             raise CybersecqwenError(f"cannot load the model in {path}: {exc}") from None
         self.is_instruct = self.tokenizer.chat_template is not None
@@ -104,10 +105,16 @@ class HFBackend(BackendBase):
             return self.encode(prompt + suffix, raw=True)
         if not self.is_instruct:
             raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
-        return self.encode(self.prompt_text(messages) + suffix)
+        # Only the template's own markers are special tokens; message contents and the answer suffix are data
+        # (split_special_tokens: "<|im_end|>" inside a pasted report stays text).
+        ids: list[int] = []
+        for text, is_template in chat_pieces(self.prompt_text, messages) + [(suffix, False)]:
+            if text:
+                ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=not is_template)["input_ids"]
+        return ids
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     # --- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -19,7 +19,7 @@ import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions,
-                                      ModelSpec, common_prefix_length, cut_at_stop)
+                                      ModelSpec, chat_pieces, common_prefix_length, cut_at_stop)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class LlamaCppBackend(BackendBase):
         bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace") if self.llm.token_bos() >= 0 else ""
         self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos) if template else None
         self.info = BackendInfo("llamacpp", label or str(path), {"n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count()})
+        self.context_length = self.llm.n_ctx()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -66,16 +67,18 @@ class LlamaCppBackend(BackendBase):
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
         return self.formatter(messages=messages).prompt
 
-    def encode(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-
     def request_ids(self, messages: list[dict[str, str]], prompt: str | None, suffix: str = "") -> list[int]:
         if prompt is not None:
             # Raw base-model text: special-token spellings in it are data, not control tokens.
             return self.llm.tokenize((prompt + suffix).encode("utf-8"), add_bos=True, special=False)
         if self.formatter is None:
             raise CybersecqwenError(f"{self.info.model} is a base model (no chat template); {BASE_MODEL_HINT}")
-        return self.encode(self.prompt_text(messages) + suffix)
+        # Only the template's own markers are special tokens; message contents and the answer suffix are data.
+        ids: list[int] = []
+        for text, is_template in chat_pieces(self.prompt_text, messages) + [(suffix, False)]:
+            if text:
+                ids += self.llm.tokenize(text.encode("utf-8"), add_bos=not ids, special=is_template)
+        return ids
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

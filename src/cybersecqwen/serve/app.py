@@ -5,10 +5,13 @@
 - structured endpoints `/v1/cwe/classify`, `/v1/cve/map`, `/v1/attack/extract`, `/v1/cti/ask` (see service.py);
 - `/healthz`, `/readyz`, Prometheus `/metrics`, and the analyst page at `/`.
 
-Safety: API key (constant-time compare) on everything but health and the static page; request body limit
-(413) checked before parsing; token limit (422); a bounded queue (429 + Retry-After); a per-request timeout
-(504); an audit log of sizes and latency, never the content unless asked. The app makes no outbound
-connection of its own (the `openai:` backend talks only to the upstream the operator named).
+Safety (docs/security.md has the threat model and every limit): API key (constant-time compare) on everything but
+health and the static page; the Host header checked against the names the server answers to (DNS rebinding);
+request body limit (413) enforced while reading, chunked or not, so no body is ever read past it; token limits;
+a bounded queue (429 + Retry-After) that streams count against too; a per-request timeout (504) that also stops
+the work; every response, errors and 500s included, audited, counted and tagged with `x-request-id`; the audit log
+holds sizes and latency, never the content unless asked. The app makes no outbound connection of its own (the
+`openai:` backend talks only to the upstream the operator named).
 
 Layout: this module builds the app (settings, the guard middleware, error handlers); routes.py holds the
 OpenAI, CTI and operations routers; gate.py owns the model lock, the queue and the timeout.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from cybersecqwen import __version__
 from cybersecqwen.models.base import Backend
@@ -35,7 +40,11 @@ from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
 from cybersecqwen.serve.routes import cti_router, openai_router, ops_router
 from cybersecqwen.serve.service import CtiService
 
-PUBLIC_PATHS = {"/", "/healthz", "/readyz", "/favicon.ico"}
+log = logging.getLogger(__name__)
+PUBLIC_PATHS = {"/", "/page.js", "/page.css", "/healthz", "/readyz", "/favicon.ico"}
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                    "Cache-Control": "no-store"}
 
 
 @dataclass
@@ -48,6 +57,8 @@ class ServerSettings:
     timeout_s: float = 120.0
     audit_log: Path | None = None
     log_content: bool = False
+    # Host header names answered (ports ignored); "*" answers any. `serve` adds the bound address.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
 
 
 class Metrics:
@@ -64,7 +75,8 @@ class Metrics:
 
 
 def create_app(backend: Backend, service: CtiService | None, settings: ServerSettings) -> FastAPI:
-    app = FastAPI(title="cybersecqwen", version=__version__,
+    # No /docs or /redoc: their pages pull scripts from a CDN (nothing leaves this machine); /openapi.json is served.
+    app = FastAPI(title="cybersecqwen", version=__version__, docs_url=None, redoc_url=None,
                   description="Local CTI model API. Outputs need human review; not for exploit generation or unattended decisions.")
     metrics = Metrics()
     gate = ModelGate(settings.max_queue, settings.timeout_s, metrics.queue.set)
@@ -85,7 +97,28 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
                 handle.write(line)
 
     def too_large() -> JSONResponse:
-        return JSONResponse(error_body(f"request body over {settings.max_body_bytes} bytes", "request_too_large", 413), 413)
+        return JSONResponse(error_body(f"request body over {settings.max_body_bytes} bytes", "request_too_large", 413), 413,
+                            headers={"Connection": "close"})
+
+    async def read_body(request: Request) -> bytes | None:
+        """The body, read no further than the limit (None: over it). A chunked upload carries no length: it is
+        counted as it arrives and never held whole."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        request._body = body  # what the route reads (Starlette replays a cached body downstream)
+        return body
+
+    def host_allowed(request: Request) -> bool:
+        if "*" in settings.allowed_hosts:
+            return True
+        host = request.headers.get("host", "")
+        name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name.lower() in {h.lower().strip("[]") for h in settings.allowed_hosts}
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -98,18 +131,30 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
             length = settings.max_body_bytes + 1
-        if length > settings.max_body_bytes:
-            response = too_large()
-        elif settings.api_key and path not in PUBLIC_PATHS and not authorized(request, settings.api_key):
-            response = JSONResponse(error_body("missing or wrong API key (Authorization: Bearer KEY)", "authentication_error", 401),
-                                    401, headers={"WWW-Authenticate": "Bearer"})
-        else:
-            body = await request.body()
-            if len(body) > settings.max_body_bytes:  # chunked bodies carry no content-length
+        try:
+            if not host_allowed(request):
+                response = JSONResponse(error_body(f"Host {request.headers.get('host', '')[:100]!r} is not a name this server "
+                                                   "answers to (start it with --allow-host NAME)", "invalid_request_error", 400), 400)
+            elif length > settings.max_body_bytes:
                 response = too_large()
+            elif settings.api_key and path not in PUBLIC_PATHS and not authorized(request, settings.api_key):
+                response = JSONResponse(error_body("missing or wrong API key (Authorization: Bearer KEY)", "authentication_error", 401),
+                                        401, headers={"WWW-Authenticate": "Bearer"})
             else:
-                response = await call_next(request)
+                read = await read_body(request)
+                if read is None:
+                    response = too_large()
+                else:
+                    body = read
+                    response = await call_next(request)
+        except ClientDisconnect:
+            response = JSONResponse(error_body("the client went away before its request arrived", "invalid_request_error", 400), 400)
+        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a 500 that is audited like any answer
+            log.exception("request %s to %s failed", request_id, path)
+            response = JSONResponse(error_body("internal error; see the server log", "server_error", 500), 500)
         response.headers["x-request-id"] = request_id
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         seconds = time.perf_counter() - started
         endpoint = path if path in known_paths else "other"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
@@ -121,6 +166,8 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
             record["content"] = body.decode("utf-8", "replace")[:20_000]
         await audit(record)
         return response
+
+    app.state.audit = audit  # streamed responses report a failure after their status line was sent
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -134,10 +181,6 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", exc.status_code), exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):  # never leak a traceback to the client
-        return JSONResponse(error_body("internal error; see the server log", "server_error", 500), 500)
 
     return app
 

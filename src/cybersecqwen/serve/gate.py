@@ -10,11 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 from fastapi.concurrency import run_in_threadpool
 
 from cybersecqwen.errors import CybersecqwenError
+
+
+_work = threading.local()  # the deadline of the job running on this worker thread
+
+
+class DeadlinePassed(CybersecqwenError):
+    """The request's time is up (the client already got its 504): the job stops at its next model call."""
+
+
+def check_deadline() -> None:
+    """Called before each model call of a multi-call job (service.py): work for a request that timed out stops."""
+    deadline = getattr(_work, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlinePassed("the request's deadline passed; its work was stopped")
+
+
+def current_deadline() -> float | None:
+    return getattr(_work, "deadline", None)
 
 
 class ApiError(Exception):
@@ -39,6 +58,22 @@ class ModelGate:
             raise ApiError(429, f"server busy: {self.max_queue} requests queued; retry shortly", "rate_limit_error",
                            {"Retry-After": "1"})
 
+    def take_slot(self) -> Callable[[], None]:
+        """Admit (429 when full) and hold a queue slot now; returns the release (safe to call more than once). Streams
+        take theirs before the response starts, so they count against the queue like every other request."""
+        self.admit()
+        self.in_flight += 1
+        self.on_depth(self.in_flight)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= 1
+                self.on_depth(self.in_flight)
+        return release
+
     @contextlib.contextmanager
     def occupied(self) -> Iterator[None]:
         """One queue slot, held while the request waits for or runs on the model."""
@@ -50,18 +85,25 @@ class ModelGate:
             self.in_flight -= 1
             self.on_depth(self.in_flight)
 
-    def locked(self, job: Callable[[], Any]) -> Callable[[], Any]:
+    def locked(self, job: Callable[[], Any], deadline: float | None = None) -> Callable[[], Any]:
         def run() -> Any:
             with self.lock:
-                return job()
+                _work.deadline = deadline
+                try:
+                    check_deadline()  # it may have waited out its time in the queue: then it does nothing
+                    return job()
+                finally:
+                    _work.deadline = None
         return run
 
     async def run(self, job: Callable[[], Any]) -> Any:
-        """Run one model job in a worker thread: bounded queue (429), timeout (504), user errors (400)."""
+        """Run one model job in a worker thread: bounded queue (429), timeout (504, and the job stops at its next
+        model call), user errors (400)."""
         self.admit()
         with self.occupied():
             try:
-                return await asyncio.wait_for(run_in_threadpool(self.locked(job)), timeout=self.timeout_s)
+                deadline = time.monotonic() + self.timeout_s
+                return await asyncio.wait_for(run_in_threadpool(self.locked(job, deadline)), timeout=self.timeout_s)
             except asyncio.TimeoutError:
                 raise ApiError(504, f"the model did not answer within {self.timeout_s:.0f} s", "timeout") from None
             except CybersecqwenError as exc:

@@ -13,18 +13,21 @@ import uuid
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
 from cybersecqwen.models.base import Backend, GenerationRequest
 from cybersecqwen.serve import schemas
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
+from cybersecqwen.serve.json_schema import SchemaTooComplex, check_json_schema
 from cybersecqwen.serve.service import CtiService
 
 
-PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'; "
-            "img-src 'self' data:")
+# The page's script and style are files of their own: no inline code runs, no other site may frame the page.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+STATIC = {"/page.js": ("page.js", "text/javascript; charset=utf-8"), "/page.css": ("page.css", "text/css; charset=utf-8")}
 
 
 def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
@@ -49,7 +52,34 @@ def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
         html = resources.files("cybersecqwen.serve").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
+    def static_asset(name: str, media_type: str):
+        text = resources.files("cybersecqwen.serve").joinpath(f"static/{name}").read_text(encoding="utf-8")
+
+        async def asset():  # no parameters: nothing a client sends reaches the file
+            return Response(text, media_type=media_type)
+        return asset
+
+    for path, (name, media_type) in STATIC.items():
+        router.add_api_route(path, static_asset(name, media_type), methods=["GET", "HEAD"], include_in_schema=False)
+    for path, endpoint in (("/", page), ("/healthz", healthz), ("/readyz", readyz)):  # HEAD as well as GET (monitors use it)
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     return router
+
+
+class SlotResponse(StreamingResponse):
+    """A stream that gives its queue slot back however it ends, even when the client leaves before the body starts
+    (the generator's own cleanup never runs then)."""
+
+    def __init__(self, content, release, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 def token_limit(requested: int | None, limit: int) -> int:
@@ -66,10 +96,12 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "local"}]}
 
     @router.post("/v1/chat/completions")
-    async def chat(body: schemas.ChatRequest):
+    async def chat(body: schemas.ChatRequest, http: Request):
         if backend is None:
             raise ApiError(503, "this server runs the specialist heads only (--no-model): no language model to chat with",
                            "unavailable")
+        if body.n not in (None, 1):
+            raise ApiError(400, f"n={body.n}: this server returns one choice per request; send n=1 or leave n out")
         limits = [n for n in (body.max_tokens, body.max_completion_tokens) if n is not None]
         max_tokens = token_limit(min(limits) if limits else None, settings.max_tokens)
         stop = tuple([body.stop] if isinstance(body.stop, str) else body.stop or [])
@@ -77,6 +109,10 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
         if body.response_format and body.response_format.type == "json_schema":
             if body.response_format.json_schema is None:
                 raise ApiError(422, "response_format json_schema needs a json_schema object with a schema")
+            try:  # bounded before llama.cpp sees it: an unbounded schema can crash or stall the grammar (json_schema.py)
+                check_json_schema(body.response_format.json_schema.schema_)
+            except SchemaTooComplex as exc:
+                raise ApiError(400, f"response_format: {exc}") from None
             schema = json.dumps(body.response_format.json_schema.schema_)
         elif body.response_format and body.response_format.type == "json_object":
             schema = "{}"
@@ -85,13 +121,20 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
                                     # Without a seed every sample is fresh (independent trials); with one it is reproducible.
                                     body.seed if body.seed is not None else secrets.randbelow(2**31), json_schema=schema,
                                     deadline=time.monotonic() + settings.timeout_s)
+        # Counted before any queueing: a prompt the model cannot hold is the caller's error, named in tokens.
+        prompt_tokens = backend.prompt_length(request.messages)
+        context = backend.context_length
+        if prompt_tokens is not None and context and prompt_tokens + max_tokens > context:
+            raise ApiError(413, f"the messages are {prompt_tokens} tokens; with max_tokens {max_tokens} that is over the model's "
+                                f"context of {context} tokens: shorten the messages or lower max_tokens", "context_length_exceeded")
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.stream:
-            return stream_chat(request, completion_id, created)
+            return stream_chat(request, completion_id, created, http.state.request_id, http.app.state.audit)
         started = time.perf_counter()
         text = await gate.run(lambda: backend.generate([request])[0])
         seconds = time.perf_counter() - started
-        prompt_tokens = backend.count_tokens("\n".join(m["content"] for m in request.messages))
+        if prompt_tokens is None:
+            prompt_tokens = backend.count_tokens("\n".join(m["content"] for m in request.messages))
         completion_tokens = backend.count_tokens(text)
         metrics.tokens.inc(completion_tokens)
         metrics.tokens_per_s.set(completion_tokens / max(seconds, 1e-9))
@@ -101,8 +144,8 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}}
 
-    def stream_chat(request: GenerationRequest, completion_id: str, created: int) -> StreamingResponse:
-        gate.admit()
+    def stream_chat(request: GenerationRequest, completion_id: str, created: int, request_id: str, audit) -> StreamingResponse:
+        release = gate.take_slot()  # before the 200 goes out: streams count against the queue too
         pieces: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -122,28 +165,42 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events():
-            # The slot is taken inside the generator: a client gone before the body starts never holds one.
-            with gate.occupied():
-                task = asyncio.ensure_future(run_in_threadpool(produce))
-                try:
-                    yield chunk({"role": "assistant", "content": ""})
-                    produced = 0
-                    while True:
+            task = asyncio.ensure_future(run_in_threadpool(produce))
+            failure = None
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                produced = 0
+                while True:
+                    try:
                         piece = await asyncio.wait_for(pieces.get(), timeout=settings.timeout_s)
-                        if piece is None:
-                            break
-                        if isinstance(piece, Exception):
-                            yield f"data: {json.dumps(error_body('generation failed', 'server_error', 500))}\n\n"
-                            break
-                        produced += 1
-                        yield chunk({"content": piece})
-                    metrics.tokens.inc(produced)
+                    except asyncio.TimeoutError:
+                        piece = TimeoutError(f"no token within {settings.timeout_s:.0f} s")
+                    if piece is None:
+                        break
+                    if isinstance(piece, Exception):
+                        failure = piece
+                        break
+                    produced += 1
+                    yield chunk({"content": piece})
+                metrics.tokens.inc(produced)
+                if failure is not None:
+                    # The 200 status line is long gone: the stream itself says it failed, and so does the audit log.
+                    yield f"data: {json.dumps(error_body('generation failed', 'server_error', 500))}\n\n"
+                    yield chunk({}, "error")
+                    await audit({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "request_id": request_id,
+                                 "endpoint": "/v1/chat/completions", "event": "stream_failed", "status": 500,
+                                 "error": type(failure).__name__})
+                    metrics.requests.labels("/v1/chat/completions", "stream_failed").inc()
+                else:
                     yield chunk({}, "stop")
-                    yield "data: [DONE]\n\n"
-                finally:
+                yield "data: [DONE]\n\n"
+            finally:
+                try:
                     await task
+                finally:
+                    release()
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return SlotResponse(events(), release, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return router
 

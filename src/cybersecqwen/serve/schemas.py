@@ -27,6 +27,8 @@ class ResponseFormat(BaseModel):
 
 
 class ChatRequest(BaseModel):
+    """Strict types: "1" is not a number and "yes" not a boolean (no silent coercion)."""
+
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -36,11 +38,14 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     seed: int | None = None
+    n: int | None = Field(None, description="Only one choice per request is supported: n other than 1 is a 400")
     response_format: ResponseFormat | None = None
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (top_p, n=1, user, ...)
+    # OpenAI clients send fields we do not use (top_p, user, ...): ignored; the ones above are checked strictly.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     text: str = Field(min_length=1, max_length=MAX_TEXT, description="Vulnerability or weakness description")
     top_k: int = Field(3, ge=1, le=10)
 
@@ -66,10 +71,13 @@ class ClassifyResponse(BaseModel):
     candidates: list[CweCandidate]
     needs_review: bool
     method: str
+    note: str | None = Field(None, description="Set when the language model read only the start of a long text")
 
 
 class CveMapRequest(BaseModel):
-    cve_id: str = Field(pattern=r"^CVE-\d{4}-\d{4,}$", description="e.g. CVE-2024-3094")
+    model_config = ConfigDict(strict=True)
+    # ASCII digits only: \d would also take fullwidth and other Unicode digits.
+    cve_id: str = Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,}$", description="e.g. CVE-2024-3094")
     description: str = Field(min_length=1, max_length=MAX_TEXT)
     top_k: int = Field(3, ge=1, le=10)
 
@@ -87,9 +95,11 @@ class CveMapResponse(BaseModel):
     cvss: Cvss
     needs_review: bool
     method: str
+    note: str | None = Field(None, description="Set when the language model read only the start of a long text")
 
 
 class AttackRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     text: str = Field(min_length=1, max_length=MAX_TEXT, description="Threat report text")
     max_techniques: int = Field(5, ge=1, le=20)
 
@@ -109,9 +119,11 @@ class AttackResponse(BaseModel):
     techniques: list[Technique]
     needs_review: bool
     method: str
+    note: str | None = Field(None, description="Set when the language model read only the start of a long text")
 
 
 class AskRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     question: str = Field(min_length=1, max_length=MAX_TEXT)
     options: list[str] | None = Field(None, min_length=4, max_length=4, description="Exactly four options (A-D), or none")
     max_tokens: int = Field(256, ge=1)

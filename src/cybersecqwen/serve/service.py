@@ -26,6 +26,7 @@ import numpy as np
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import FEATURES, FLOOR, fused_probabilities, log_softmax
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
+from cybersecqwen.serve.gate import check_deadline, current_deadline
 from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
@@ -35,6 +36,7 @@ from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score, metric_choice, metr
 log = logging.getLogger(__name__)
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 REVIEW_BELOW = 0.5
+MODEL_ROOM = 1024  # tokens of a model's context kept for the prompt's instructions, the candidates and the answer
 JOBS = ("cwe", "attack", "cvss")
 HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}
 
@@ -91,12 +93,31 @@ class CtiService:
     def score(self, request: ChoiceRequest) -> list[float]:
         if len(request.choices) == 1:  # a one-entry catalog: nothing to choose between
             return [0.0]
+        check_deadline()  # a request that already got its 504 stops here instead of holding the model
         return self.backend.score_choices([request])[0]
 
     def generate(self, request: GenerationRequest) -> str:
         if self.backend is None:
             raise CybersecqwenError("free-text answers need a language model; this server runs heads only (--no-model)")
+        check_deadline()
         return self.backend.generate([request])[0]
+
+    def model_text(self, text: str) -> tuple[str, str | None]:
+        """The part of a text the language model reads, and a note when that is not all of it. Policy: the model
+        reads the first tokens that fit its context beside the prompt and the candidates (MODEL_ROOM); the heads and
+        the lexical match read the whole text."""
+        context = getattr(self.backend, "context_length", None)
+        if self.backend is None or not context:
+            return text, None
+        budget = max(256, context - MODEL_ROOM)
+        total = self.backend.count_tokens(text)
+        if total <= budget:
+            return text, None
+        keep = len(text) * budget // total
+        while keep > 0 and self.backend.count_tokens(text[:keep]) > budget:
+            keep = keep * 9 // 10
+        return text[:keep], (f"the language model read the first {budget} of the text's {total} tokens (its context is "
+                             f"{context}); the heads and the lexical match read all of it")
 
     def model_logprobs(self, task_name: str, fields: dict[str, str], candidates: list[str], names: dict[str, Any]) -> np.ndarray:
         """Log-probabilities over the candidates, scored in the answer form the corpus trains for the task."""
@@ -146,7 +167,7 @@ class CtiService:
     def rank_cwe(self, text: str, top_k: int, task_name: str) -> list[dict[str, Any]]:
         field_name = "Text" if task_name == "cwe-classify" else "Description"
         results = []
-        for row in self.fuse("cwe", text, task_name, {field_name: text})[:top_k]:
+        for row in self.fuse("cwe", text, task_name, {field_name: self.model_text(text)[0]})[:top_k]:
             entry = self.catalogs.cwe[row["id"]]
             results.append({"cwe_id": row["id"], "name": entry.name, "url": entry.url, "confidence": round(row["confidence"], 4),
                             "components": row["components"],
@@ -162,14 +183,18 @@ class CtiService:
     def classify_cwe(self, text: str, top_k: int = 3) -> dict[str, Any]:
         ranked = self.rank_cwe(text, top_k, "cwe-classify")
         return {"candidates": ranked, "needs_review": ranked[0]["confidence"] < self.review_below["cwe"],
-                "method": self.method("cwe", "cwe-classify prompt")}
+                "method": self.method("cwe", "cwe-classify prompt"), "note": self.reading_note("cwe", text)}
+
+    def reading_note(self, job: str, text: str) -> str | None:
+        """Said in the response when the model answered from only part of the text."""
+        return self.model_text(text)[1] if self.fusion.uses_model(job) else None
 
     # --- CVE -> CWE + CVSS ---------------------------------------------------------------------------------
     def cvss_vector(self, description: str) -> dict[str, Any]:
         weights = self.fusion.weights["cvss"]
         head_probabilities = ({key: dict(self.heads.ranked(f"cvss-{key}", [description])[0]) for key in CVSS_METRICS}
                               if self.heads is not None and self.heads.has("cvss-AV") else {})
-        messages = get_task("cti-vsp").prompt_messages({"Description": description})
+        messages = get_task("cti-vsp").prompt_messages({"Description": self.model_text(description)[0]})
         prefix, parts, confidences = "", [], []
         for key, (_, values) in CVSS_METRICS.items():
             # The answer the corpus trains, line by line: each metric is scored after the lines chosen before it.
@@ -195,12 +220,13 @@ class CtiService:
         cvss = self.cvss_vector(description)
         return {"cve_id": cve_id, "cwe": ranked, "cvss": cvss,
                 "needs_review": ranked[0]["confidence"] < self.review_below["cwe"] or cvss["confidence"] < self.review_below["cvss"],
-                "method": self.method("cwe", "CTI-RCM prompt") + "; CVSS metric by metric (CTI-VSP prompt)"}
+                "method": self.method("cwe", "CTI-RCM prompt") + "; CVSS metric by metric (CTI-VSP prompt)",
+                "note": self.reading_note("cwe", description) or self.reading_note("cvss", description)}
 
     # --- ATT&CK extraction ---------------------------------------------------------------------------------
     def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float = 0.1) -> dict[str, Any]:
         catalog = self.catalogs.attack
-        ranked = self.fuse("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": text})
+        ranked = self.fuse("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": self.model_text(text)[0]})
         sentences = [s.strip() for s in SENTENCE.split(text) if s.strip()]
         found = []
         for row in ranked[:max_techniques]:
@@ -213,10 +239,12 @@ class CtiService:
                           "evidence": evidence[:500], "confidence": round(row["confidence"], 4), "components": row["components"],
                           "needs_review": row["confidence"] < self.review_below["attack"]})
         return {"techniques": found, "needs_review": any(t["needs_review"] for t in found),
-                "method": self.method("attack", "CTI-ATE prompt") + "; evidence = the sentence sharing most terms"}
+                "method": self.method("attack", "CTI-ATE prompt") + "; evidence = the sentence sharing most terms",
+                "note": self.reading_note("attack", text)}
 
     # --- Q&A -----------------------------------------------------------------------------------------------
     def ask(self, question: str, options: list[str] | None = None, max_tokens: int = 256) -> dict[str, Any]:
+        question, note = self.model_text(question)
         if options:
             if self.backend is None:
                 raise CybersecqwenError("multiple-choice answers need a language model; this server runs heads only (--no-model)")
@@ -228,7 +256,8 @@ class CtiService:
             best = int(np.argmax(probabilities))
             return {"answer": letters[best], "option": options[best], "confidence": round(float(probabilities[best]), 4),
                     "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
-                    "needs_review": probabilities[best] < REVIEW_BELOW}
-        reply = self.generate(GenerationRequest(get_task("cti-qa").prompt_messages({"Question": question}), max_tokens=max_tokens))
+                    "needs_review": probabilities[best] < REVIEW_BELOW, "note": note}
+        reply = self.generate(GenerationRequest(get_task("cti-qa").prompt_messages({"Question": question}), max_tokens=max_tokens,
+                                                deadline=current_deadline()))
         return {"answer": reply.strip(), "confidence": None, "needs_review": True,
-                "note": "free-text answers carry no calibrated confidence: review before use"}
+                "note": "; ".join(filter(None, ["free-text answers carry no calibrated confidence: review before use", note]))}
