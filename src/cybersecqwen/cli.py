@@ -289,6 +289,25 @@ def serve_command(
     serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 
 
+@app.command("analyze")
+def analyze_command(
+    files: list[Path] = typer.Argument(..., help="Advisories or reports: .txt, .md or .html files."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="text | markdown | html (default: from each file's extension)."),
+    stix: Optional[Path] = typer.Option(None, "--stix", help="Write a STIX 2.1 bundle here (a folder when several files)."),
+    model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
+    backend: str = typer.Option("auto", "--backend"),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
+    data_dir: Optional[Path] = DataDir,
+    download: bool = Download,
+) -> None:
+    """Structured threat intelligence from advisories and reports: one JSON object per file, with evidence offsets."""
+    from cybersecqwen.serve.advisory import analyze_files
+
+    for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download):
+        print(json.dumps(result, ensure_ascii=False))
+
+
 @app.command("enrich")
 def enrich_command(
     source: Path = typer.Option(..., "--in", help="JSONL of alerts/records."),

@@ -7,12 +7,13 @@ A TF-IDF index over names and descriptions proposes candidates beside the heads'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cybersecqwen import catalogs
+from cybersecqwen.errors import CybersecqwenError
 
 @dataclass(frozen=True)
 class Entry:
@@ -85,11 +86,22 @@ COMMON_TECHNIQUES = ("T1059", "T1566", "T1053", "T1105", "T1027", "T1055", "T107
                      "T1021", "T1036", "T1070", "T1204", "T1190")
 
 
+@dataclass(frozen=True)
+class ThreatActor:
+    name: str
+    aliases: tuple[str, ...]
+    source: str  # mitre-attack-enterprise (with its G id) or misp-galaxy-threat-actor
+    external_id: str | None = None
+
+
 @dataclass
 class Catalogs:
     cwe: dict[str, Entry]
     attack: dict[str, Entry]
     tactics: dict[str, str]
+    actors: list[ThreatActor] = field(default_factory=list)  # ATT&CK groups, then MISP threat actors
+    capec_by_cwe: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # CWE id -> (CAPEC id, name), CAPEC's own links
+    notes: list[str] = field(default_factory=list)  # optional sources that could not be loaded
 
     def __post_init__(self) -> None:
         self.cwe_index = Index(self.cwe)
@@ -113,4 +125,20 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
     # Main techniques only (the CTI-ATE level); "PowerShell" still finds T1059 through its sub-technique's name.
     techniques = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics, " ".join(subs.get(t.technique_id, [])))
                   for t in attack.techniques.values() if "." not in t.technique_id}
-    return Catalogs(cwe, techniques, dict(attack.tactics))
+    actors = [ThreatActor(a.name, a.aliases, "mitre-attack-enterprise", a.attack_id) for a in attack.actors.values() if a.kind == "group"]
+    capec_by_cwe: dict[str, list[tuple[str, str]]] = {}
+    notes = []
+    # Optional for the structured endpoints; advisory analysis says when they are missing.
+    try:
+        patterns, _ = catalogs.load("mitre-capec", data_dir, download)
+        for pattern in patterns:
+            for cwe_id in pattern.cwe_ids:
+                capec_by_cwe.setdefault(cwe_id, []).append((pattern.capec_id, pattern.name))
+    except CybersecqwenError as exc:
+        notes.append(f"no CAPEC links: {exc}")
+    try:
+        misp, _ = catalogs.load("misp-galaxy-threat-actor", data_dir, download)
+        actors += [ThreatActor(a.name, a.synonyms, "misp-galaxy-threat-actor") for a in misp]
+    except CybersecqwenError as exc:
+        notes.append(f"no MISP threat actors: {exc}")
+    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, notes)

@@ -229,6 +229,21 @@ def cti_router(service: CtiService | None, gate: ModelGate, settings) -> APIRout
         svc = need_service()
         return await gate.run(lambda: svc.extract_attack(body.text, body.max_techniques))
 
+    @router.post("/v1/advisory/analyze")
+    async def advisory(body: schemas.AdvisoryRequest):
+        """CVEs, weaknesses (with CAPEC), CVSS, ATT&CK techniques, threat actors, indicators and a summary, each with
+        its evidence (character offsets into the returned `text`) and a confidence."""
+        from cybersecqwen.serve.advisory import analyze, to_stix
+
+        svc = need_service()
+
+        def job() -> dict[str, Any]:
+            result = analyze(svc, body.text, body.format)
+            if body.stix:
+                result["stix"] = json.loads(to_stix(result))
+            return result
+        return await gate.run(job)
+
     @router.post("/v1/cti/ask", response_model=schemas.AskResponse)
     async def ask(body: schemas.AskRequest):
         svc = need_service()

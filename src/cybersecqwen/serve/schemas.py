@@ -136,3 +136,10 @@ class AskResponse(BaseModel):
     probabilities: dict[str, float] | None = None
     needs_review: bool
     note: str | None = None
+
+
+class AdvisoryRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    text: str = Field(min_length=1, max_length=200_000, description="An advisory, bulletin or threat report")
+    format: Literal["text", "markdown", "html"] = Field("text", description="html is reduced to its visible text; scripts never run")
+    stix: bool = Field(False, description="Also return a STIX 2.1 bundle")
