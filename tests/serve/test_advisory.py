@@ -138,3 +138,20 @@ def test_the_endpoint_has_the_servers_limits_and_auth(service, tmp_path):
     huge = http.post("/v1/advisory/analyze", content=json.dumps({"text": "x" * 2_000_000}), headers={"Authorization": "Bearer k",
                                                                                                     "Content-Type": "application/json"})
     assert huge.status_code == 413
+
+
+def test_affected_products_known_and_unseen_with_their_version_ranges():
+    from cybersecqwen.serve.affected import ProductIndex
+
+    index = ProductIndex([("Fortinet", "FortiAnalyzer"), ("Fortinet", "FortiAnalyzer"), ("Lenovo", "Diagnostics"), ("n/a", "n/a")])
+    text = ("A buffer overflow in Fortinet FortiAnalyzer version 7.0.2 and below, and in Lenovo Diagnostics versions prior to 4.45, "
+            "and in Acme Portal before 2.4.2. Diagnostics of the incident continue.")
+    found = {f["product"]: f for f in index.find(text)}
+    assert set(found) == {"FortiAnalyzer", "Diagnostics", "Acme Portal"}  # "Diagnostics of the incident" is prose, not the product
+    assert (found["FortiAnalyzer"]["vendor"], found["FortiAnalyzer"]["versions"]) == ("Fortinet", "7.0.2 and below")
+    assert (found["Diagnostics"]["vendor"], found["Diagnostics"]["versions"]) == ("Lenovo", "prior to 4.45")
+    assert (found["Acme Portal"]["vendor"], found["Acme Portal"]["versions"]) == (None, "before 2.4.2")
+    assert found["Acme Portal"]["confidence"] < found["FortiAnalyzer"]["confidence"]  # unseen products are less sure
+    start, end = found["FortiAnalyzer"]["evidence"]
+    assert text[start:end] == "FortiAnalyzer version 7.0.2 and below"
+    assert index.find("The weather is fine and nothing is affected.") == []

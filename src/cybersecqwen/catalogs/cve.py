@@ -25,6 +25,7 @@ class CveRecord:
     description: str
     cwe_ids: tuple[str, ...]
     cvss_vector: str
+    affected: tuple[tuple[str, str], ...] = ()  # (vendor, product) of the CNA's `affected` entries
 
 
 def _cwe_ids(container: dict[str, Any]) -> tuple[str, ...]:
@@ -53,7 +54,8 @@ def parse_record(record: dict[str, Any]) -> CveRecord:
     cwe_ids = _cwe_ids(cna) or next((ids for ids in map(_cwe_ids, adp) if ids), ())
     vector = _cvss_vector(cna) or next((v for v in map(_cvss_vector, adp) if v), "")
     # CNA text carries \r\n and runs of spaces; prompts want one line of prose.
-    return CveRecord(record["cveMetadata"]["cveId"], re.sub(r"\s+", " ", description).strip(), cwe_ids, vector)
+    affected = tuple((str(a.get("vendor") or ""), str(a.get("product") or "")) for a in cna.get("affected", []) if isinstance(a, dict))
+    return CveRecord(record["cveMetadata"]["cveId"], re.sub(r"\s+", " ", description).strip(), cwe_ids, vector, affected)
 
 
 @registry.parser("cve-vulnrichment-2022-2023", "cve-records-2022-2023.jsonl.gz")

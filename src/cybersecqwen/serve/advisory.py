@@ -4,8 +4,8 @@ item pointing at the characters it came from (`POST /v1/advisory/analyze`, `cybe
 Reads top to bottom: input (text, markdown or HTML; HTML becomes text through selectolax, scripts never run) ->
 normalised text (every evidence offset points into it) -> chunks sized to the model's context, overlapping -> per
 chunk the structured jobs the server already has (CWE fused ranking, CVSS metric by metric, ATT&CK extraction) ->
-merged without duplicates -> CVE ids, threat actors (ATT&CK groups and MISP, with aliases) and indicators of
-compromise found in the whole text -> CAPEC attack patterns from CAPEC's own CWE links -> an extractive summary.
+merged without duplicates -> CVE ids, affected vendors / products / version ranges (serve/affected.py), threat actors (ATT&CK groups and MISP,
+with aliases) and indicators of compromise found in the whole text -> CAPEC attack patterns from CAPEC's own CWE links -> an extractive summary.
 
 Indicators come from ioc-finder (measured against iocextract on benchmarks/data/ioc_cases.json: precision 0.91 vs
 0.63, recall 0.77 vs 0.46; BENCHMARKS.md), which refangs defanged forms (hxxp, [.], [@]); file paths and registry
@@ -21,6 +21,7 @@ import unicodedata
 from typing import Any
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.serve.affected import ProductIndex
 from cybersecqwen.serve.service import SENTENCE, CtiService
 
 FORMATS = ("text", "markdown", "html")
@@ -246,6 +247,7 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
     result = {
         "chars": len(text), "chunks": len(pieces),
         "cves": cves,
+        "affected": (service.catalogs.products or ProductIndex([])).find(text),
         "weaknesses": sorted(weaknesses.values(), key=lambda w: -w["confidence"]),
         "cvss": cvss,
         "techniques": sorted(techniques.values(), key=lambda t: -t["confidence"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,7 @@ class Catalogs:
     tactics: dict[str, str]
     actors: list[ThreatActor] = field(default_factory=list)  # ATT&CK groups, then MISP threat actors
     capec_by_cwe: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # CWE id -> (CAPEC id, name), CAPEC's own links
+    products: Any = None  # serve.affected.ProductIndex of the CVE records' affected (vendor, product) pairs
     notes: list[str] = field(default_factory=list)  # optional sources that could not be loaded
 
     def __post_init__(self) -> None:
@@ -141,4 +143,12 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
         actors += [ThreatActor(a.name, a.synonyms, "misp-galaxy-threat-actor") for a in misp]
     except CybersecqwenError as exc:
         notes.append(f"no MISP threat actors: {exc}")
-    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, notes)
+    products = None
+    try:
+        from cybersecqwen.serve.affected import ProductIndex
+
+        records, _ = catalogs.load("cve-vulnrichment-2022-2023", data_dir, download)
+        products = ProductIndex.from_records(records)
+    except CybersecqwenError as exc:
+        notes.append(f"no known products (affected products are found by pattern only): {exc}")
+    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, products, notes)
