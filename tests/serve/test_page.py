@@ -58,3 +58,18 @@ def test_page_classifies_and_renders_payloads_inert(make_server, browser):
     WebDriverWait(browser, 120).until(lambda d: d.find_elements(By.ID, "answer"))
     assert browser.execute_script("return window.__xss === undefined")
     assert not browser.find_elements(By.CSS_SELECTOR, "#result img")
+
+    # The Analyze tab: an advisory with markup and a defanged URL; every section renders as text, no link to the URL.
+    Select(browser.find_element(By.ID, "task")).select_by_value("advisory")
+    box = browser.find_element(By.ID, "input")
+    box.clear()
+    box.send_keys('SQL injection (CVE-2024-12345) lets remote attackers run SQL commands. APT28 used '
+                  'hxxps://evil-cdn[.]com/x <img src=x onerror="window.__xss=4"> from 203.0.113.7.')
+    browser.find_element(By.ID, "run").click()
+    WebDriverWait(browser, 180).until(lambda d: d.find_elements(By.ID, "summary"))
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#result h2")]
+    assert "CVEs (1)" in headings and any(h.startswith("Indicators (") and not h.endswith("(0)") for h in headings)
+    assert "https://evil-cdn.com/x" in browser.find_element(By.ID, "result").text
+    assert not [a for a in browser.find_elements(By.CSS_SELECTOR, "#result a") if "evil" in (a.get_attribute("href") or "")]
+    assert browser.execute_script("return window.__xss === undefined")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#result img")

@@ -20,6 +20,10 @@ RANGE = re.compile(
     rf"(?:\s*(?:through|to|-)\s*{VERSION}|\s+and\s+(?:earlier|prior|below|before|older|lower))?)")
 UNSEEN = re.compile(r"\b(?:in|of|for|affects|affecting|on)\s+(?:the\s+)?(?P<name>(?:[A-Z][\w.+\-]*\s+){0,3}[A-Z][\w.+\-]*)"
                     r"\s+(?=(?:versions?\s+|v\d|before|prior\s+to|through|up\s+to|<=?|\d))")
+# "SQLpage is a SQL-only webapp builder." / "discourse-encrypt is a plugin ...": projects introduce themselves.
+SUBJECT = re.compile(r"^(?:The\s+)?(?P<name>[\w.+\-]+(?:\s+[A-Z0-9][\w.+\-]*){0,3})\s+(?:is|are)\s+(?:a|an|the)\s")
+# WordPress-style advisories: "vulnerability in Naresh Parmar Post View Count plugin <= 1.8.2 versions".
+PLUGIN = re.compile(r"\bin\s+(?P<name>(?:[A-Z0-9][\w.+\-–&']*\s+){1,9}?)(?:plugin|theme|extension|add-on)\b")
 PLACEHOLDERS = {"n/a", "na", "unknown", "unspecified", "all", "none", "-", ""}
 GENERIC = {"plugin", "server", "client", "app", "application", "portal", "system", "core", "service", "firmware", "windows",
            "linux", "android", "web", "api", "library", "module", "theme", "the", "version", "software", "product", "device"}
@@ -70,6 +74,17 @@ class ProductIndex:
             for match in pattern.finditer(text):
                 vendor, product = table[re.sub(r"\s+", " ", match.group(0)).lower()]
                 add(product, match.end() - len(product) if table is self.by_vendor_product else match.start(), match.end(), vendor, 0.8)
+        subject = SUBJECT.match(text)
+        if subject:
+            vendor, product = self.products.get(subject.group("name").lower(), ("", subject.group("name")))
+            add(product, subject.start("name"), subject.end("name"), vendor, 0.5)
+        for match in PLUGIN.finditer(text):
+            words = match.group("name").split()
+            # A plugin's name follows its author's ("Naresh Parmar Post View Count"): with four words or more, the
+            # first two are taken for the author.
+            name = " ".join(words[2:] if len(words) >= 4 else words)
+            start = match.start("name") + match.group("name").find(name)
+            add(name, start, start + len(name), " ".join(words[:2]) if len(words) >= 4 else "", 0.4)
         for match in UNSEEN.finditer(text):
             name = match.group("name")
             if any(name.lower().endswith(known) for known in found):

@@ -7,8 +7,12 @@ const routes = {
   cve: ["/v1/cve/map", (t) => ({cve_id: $("cve").value.trim(), description: t})],
   attack: ["/v1/attack/extract", (t) => ({text: t})],
   ask: ["/v1/cti/ask", (t) => ({question: t})],
+  advisory: ["/v1/advisory/analyze", (t) => ({text: t, format: $("format").value})],
 };
-$("task").addEventListener("change", () => { $("cve-label").hidden = $("task").value !== "cve"; });
+$("task").addEventListener("change", () => {
+  $("cve-label").hidden = $("task").value !== "cve";
+  $("format-label").hidden = $("task").value !== "advisory";
+});
 
 function cell(row, value, href) {
   const td = document.createElement("td");
@@ -33,12 +37,45 @@ function table(headers, rows) {
 
 function pct(x) { return x === null || x === undefined ? "n/a" : (100 * x).toFixed(1) + "%"; }
 
+function section(out, title, headers, rows) {
+  const h = document.createElement("h2");
+  h.textContent = `${title} (${rows.length})`;
+  out.appendChild(h);
+  if (rows.length) out.appendChild(table(headers, rows));
+}
+
+function renderAdvisory(out, data) {
+  // Evidence is shown as the document's own characters (offsets into data.text); indicator URLs are never links.
+  const span = (e) => (e ? data.text.slice(e[0], e[1]).slice(0, 200) : "");
+  const p = document.createElement("p");
+  p.id = "summary";
+  p.textContent = "Summary (" + data.summary.method + "): " + data.summary.text;
+  out.appendChild(p);
+  section(out, "CVEs", ["CVE", "evidence"], data.cves.map((c) => [[c.cve_id], [span(c.evidence)]]));
+  section(out, "Affected products", ["vendor", "product", "versions", "confidence", "evidence"],
+    data.affected.map((a) => [[a.vendor], [a.product], [a.versions], [pct(a.confidence)], [span(a.evidence)]]));
+  section(out, "Weaknesses", ["CWE", "name", "confidence", "CAPEC", "evidence"],
+    data.weaknesses.map((w) => [[w.cwe_id, w.url], [w.name], [pct(w.confidence)], [w.capec.map((c) => c.capec_id).join(", ")], [span(w.evidence)]]));
+  if (data.cvss) {
+    const c = document.createElement("p");
+    c.textContent = `CVSS ${data.cvss.vector} · base score ${data.cvss.base_score} · confidence ${pct(data.cvss.confidence)}`;
+    out.appendChild(c);
+  }
+  section(out, "ATT&CK techniques", ["technique", "name", "tactics", "confidence", "evidence"],
+    data.techniques.map((t) => [[t.technique_id, t.url], [t.name], [t.tactics.join(", ")], [pct(t.confidence)], [span(t.evidence)]]));
+  section(out, "Threat actors", ["name", "source", "mentioned as", "confidence"],
+    data.actors.map((a) => [[a.name], [a.external_id || a.source], [a.mentioned_as], [pct(a.confidence)]]));
+  section(out, "Indicators", ["type", "value", "flags", "as written"],
+    data.iocs.map((i) => [[i.type], [i.value], [i.flags.join(", ")], [span(i.evidence)]]));
+}
+
 function render(task, data) {
   const out = $("result");
   out.replaceChildren();
   const flag = document.createElement("p");
   flag.className = data.needs_review ? "review" : "";
-  flag.textContent = data.needs_review ? "Needs review: low confidence." : "Confidence above the review threshold.";
+  flag.textContent = task === "advisory" ? "Needs review: an analysis of a whole document is a draft for an analyst, never an action."
+    : data.needs_review ? "Needs review: low confidence." : "Confidence above the review threshold.";
   out.appendChild(flag);
   if (task === "cwe" || task === "cve") {
     const list = task === "cwe" ? data.candidates : data.cwe;
@@ -49,6 +86,8 @@ function render(task, data) {
       p.textContent = `CVSS ${data.cvss.vector} · base score ${data.cvss.base_score} · confidence ${pct(data.cvss.confidence)}`;
       out.appendChild(p);
     }
+  } else if (task === "advisory") {
+    renderAdvisory(out, data);
   } else if (task === "attack") {
     out.appendChild(table(["technique", "name", "tactics", "confidence", "evidence"],
       data.techniques.map((t) => [[t.technique_id, t.url], [t.name], [t.tactics.join(", ")], [pct(t.confidence)], [t.evidence]])));
