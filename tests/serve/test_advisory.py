@@ -155,3 +155,24 @@ def test_affected_products_known_and_unseen_with_their_version_ranges():
     start, end = found["FortiAnalyzer"]["evidence"]
     assert text[start:end] == "FortiAnalyzer version 7.0.2 and below"
     assert index.find("The weather is fine and nothing is affected.") == []
+
+
+def test_a_trusted_model_writes_the_summary_under_a_schema_and_a_weak_one_does_not(trained_heads, source_mirror):  # noqa: F811
+    from cybersecqwen.heads import load_heads
+    from cybersecqwen.serve.advisory import analyze
+    from cybersecqwen.serve.catalog import load_catalogs
+    from cybersecqwen.serve.service import CtiService, Fusion
+    from tests.serve.test_promises import ScriptedBackend
+
+    class Summarizer(ScriptedBackend):
+        def generate(self, requests):
+            self.requests += requests
+            return ['{"summary": "Acme Portal has a SQL injection."}' for _ in requests]
+
+    backend, heads, catalogs = Summarizer(), load_heads(trained_heads), load_catalogs(source_mirror)
+    trusted = Fusion({job: [1.0, 0.5, 0.1] for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
+    result = analyze(CtiService(backend, catalogs, heads, trusted), ADVISORY, "html")
+    assert result["summary"]["text"] == "Acme Portal has a SQL injection." and "JSON schema" in result["summary"]["method"]
+    assert backend.requests[-1].json_schema is not None and result["summary"]["needs_review"]
+    weak = Fusion({job: [1.0, 0.0, 0.1] for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
+    assert analyze(CtiService(Summarizer(), catalogs, heads, weak), ADVISORY, "html")["summary"]["method"].startswith("extractive")

@@ -198,6 +198,32 @@ def actor_index(service: CtiService):
     return getattr(service, "_actor_index", None)
 
 
+SUMMARY_SCHEMA = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 240}}, "required": ["summary"]}
+
+
+def summarise_with_model(service: CtiService, text: str) -> dict[str, Any] | None:
+    """The model's summary under a JSON schema (llama.cpp's grammar keeps it well-formed), only when the fusion
+    learned to trust this model (a model weight above 0 on validation items); else None and the summary is extractive."""
+    import json
+
+    from cybersecqwen.models.base import GenerationRequest
+    from cybersecqwen.serve.gate import current_deadline
+
+    if service.backend is None or not service.fusion.uses_model("cwe"):
+        return None
+    document, note = service.model_text(text)
+    messages = [{"role": "user", "content": "Summarize this security advisory for an analyst in at most three sentences "
+                                            "(what is affected, the weakness, the impact). Answer as JSON.\n\n" + document}]
+    try:
+        reply = service.generate(GenerationRequest(messages, max_tokens=160, json_schema=json.dumps(SUMMARY_SCHEMA),
+                                                   deadline=current_deadline()))
+        summary = json.loads(reply)["summary"].strip()
+    except (ValueError, KeyError, TypeError, CybersecqwenError):
+        return None  # a model that cannot follow the schema here: the extractive summary stands
+    return {"text": summary, "method": "the language model, under a JSON schema" + (f" ({note})" if note else ""),
+            "evidence": [], "needs_review": True}
+
+
 def summarise(text: str, limit: int = 3) -> dict[str, Any]:
     """Extractive: the first sentence and the next ones carrying the most CTI cue words, in document order."""
     spans = sentences(text)
@@ -253,7 +279,7 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
         "techniques": sorted(techniques.values(), key=lambda t: -t["confidence"]),
         "actors": find_actors(service, text),
         "iocs": find_iocs(text),
-        "summary": summarise(text),
+        "summary": summarise_with_model(service, text) or summarise(text),
         "needs_review": True,  # a whole advisory is never auto-actionable
         "review_hints": {"weaknesses_below": review_below["cwe"], "techniques_below": review_below["attack"]},
         "method": f"{len(pieces)} chunk(s) through {service.method('cwe', 'CTI-RCM prompt')}; ATT&CK and CVSS as in "
