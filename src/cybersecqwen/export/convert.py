@@ -98,7 +98,9 @@ def add_tokenizer(writer, source: Source, metadata_vocab_size: int) -> None:
     special = gguf.SpecialVocab(source.path, load_merges=True, n_vocab=size)
     special.add_to_gguf(writer)
     # Neither family prepends BOS (ChatML starts with <|im_start|>); llama.cpp's default for gpt2 vocabularies is on.
-    writer.add_add_bos_token(False)
+    # Qwen3's tokenizer_config says so itself (SpecialVocab wrote it): written once, never twice.
+    if special.add_special_token.get("bos") is None:
+        writer.add_add_bos_token(False)
 
 
 def add_hparams(writer, source: Source) -> None:

@@ -21,6 +21,9 @@ HARD_STRINGS = [
     "SELECT * FROM users WHERE id='1' OR '1'='1';-- <script>alert(1)</script>",
     "192.168.10.254:8443 0x7ffdf00d 1234567890 3.14159",
     "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+    "non\u00a0breaking\u00a0space, narrow\u202fnbsp, zero\u200bwidth",
+    "x" + " " * 17 + "y" + "\n" * 5 + "z",
+    "def f(x):\n    return {'k': [1, 2]}  # code, 00000000000000000000123456789 digits",
 ]
 
 PROMPTS = [
