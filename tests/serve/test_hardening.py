@@ -14,7 +14,7 @@ import pytest
 
 from cybersecqwen.serve.json_schema import MAX_ENUM, MAX_REPEAT
 from tests.corpus.conftest import source_mirror  # noqa: F401 - the catalogs
-from tests.serve.test_promises import CHAT, ScriptedBackend, client
+from tests.serve.test_promises import CHAT, ScriptedBackend
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +128,9 @@ def test_slow_clients_are_cut_off_and_others_still_served(make_server):
         sock.close()
 
 
-def test_headers_hosts_docs_and_strict_fields(tmp_path):
-    http, _ = client(tmp_path, api_key="k")
+def test_headers_hosts_docs_and_strict_fields(make_server):
+    server = make_server(api_key="k")
+    http = httpx.Client(base_url=server.url, timeout=120)
     page = http.get("/")
     csp = page.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and all(d in csp for d in ("frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"))
@@ -147,6 +148,7 @@ def test_headers_hosts_docs_and_strict_fields(tmp_path):
     assert http.post("/v1/chat/completions", json={**CHAT, "n": 1}, headers=key).status_code == 200
     fullwidth = http.post("/v1/cve/map", json={"cve_id": "CVE-２０２４-１２３４", "description": "x"}, headers=key)
     assert fullwidth.status_code == 422
+    http.close()
 
 
 class FailingBackend(ScriptedBackend):
