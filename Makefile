@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-# The main job on the embedded model: corpus -> base eval -> LoRA training -> merge -> tuned eval -> GGUF
-# export -> quantized eval -> scorecard (about 25 minutes on a 2-core CPU; rerun skips finished stages).
+# The main job on the embedded model: corpus -> heads -> base eval -> LoRA training -> merge -> tuned eval -> GGUF
+# export -> quantized eval -> fusion -> scorecard (about 75 minutes on a 2-core CPU; rerun skips finished stages).
 # `make demo DEMO_FLAGS=--full` evaluates on the whole CTI-Bench files instead of the recipe's sample.
 DEMO_FLAGS ?=
 demo: $(STAMP)
