@@ -221,18 +221,19 @@ def summarise_with_model(service: CtiService, text: str) -> dict[str, Any] | Non
     except (ValueError, KeyError, TypeError, CybersecqwenError):
         return None  # a model that cannot follow the schema here: the extractive summary stands
     return {"text": summary, "method": "the language model, under a JSON schema" + (f" ({note})" if note else ""),
-            "evidence": [], "needs_review": True}
+            "evidence": [], "confidence": None, "needs_review": True}
 
 
 def summarise(text: str, limit: int = 3) -> dict[str, Any]:
     """Extractive: the first sentence and the next ones carrying the most CTI cue words, in document order."""
     spans = sentences(text)
     if not spans:
-        return {"text": "", "method": "extractive", "evidence": [], "needs_review": True}
+        return {"text": "", "method": "extractive", "evidence": [], "confidence": None, "needs_review": True}
     ranked = sorted(spans[1:], key=lambda s: -len(CUE_WORDS.findall(text[s[0]:s[1]])))
     chosen = sorted([spans[0], *[s for s in ranked if CUE_WORDS.search(text[s[0]:s[1]])][: limit - 1]])
     return {"text": " ".join(text[a:b].strip() for a, b in chosen), "method": "extractive (first sentence and the sentences "
-            "with the most vulnerability/threat cue words)", "evidence": [list(s) for s in chosen], "needs_review": True}
+            "with the most vulnerability/threat cue words)", "evidence": [list(s) for s in chosen],
+            "confidence": None, "needs_review": True}  # no calibrated confidence for a summary: always reviewed
 
 
 # --- the analysis ---------------------------------------------------------------------------------------------
