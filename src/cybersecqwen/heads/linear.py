@@ -74,6 +74,7 @@ class TextClassifier:
                 coefs.append(svm.coef_[0])
                 intercepts.append(svm.intercept_[0])
             self.coef, self.intercept = prune(np.array(coefs, np.float32)), np.array(intercepts, np.float32)
+            self._coef_t = None
         else:
             svm = LinearSVC(C=self.c, random_state=seed).fit(features, [self.labels.index(t) for t in targets])
             coef = np.zeros((len(self.labels), features.shape[1]), np.float32)
@@ -85,6 +86,7 @@ class TextClassifier:
             else:
                 coef[classes], intercept[classes] = svm.coef_, svm.intercept_
             self.coef, self.intercept = prune(coef), intercept
+            self._coef_t = None
         return self
 
     def indicator(self, targets: Sequence[Sequence[str]]) -> np.ndarray:
@@ -113,7 +115,11 @@ class TextClassifier:
         return sparse.hstack([self.word.transform(texts), self.char.transform(texts)]).tocsr()
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        return (self.features(texts) @ self.coef.T).toarray() + self.intercept
+        # The transposed weights, kept as CSR: `coef.T` is a CSC view that scipy converts on every product
+        # (measured: 10 ms of a 402-label head's 12 ms per text).
+        if getattr(self, "_coef_t", None) is None:
+            self._coef_t = self.coef.T.tocsr()
+        return (self.features(texts) @ self._coef_t).toarray() + self.intercept
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         scores = self.scores(texts)
