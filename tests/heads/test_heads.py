@@ -148,3 +148,15 @@ def test_fusion_sees_validation_texts_as_the_heads_did_before_their_refit(source
     assert served["CWE-22"] > before_refit.get("CWE-22", 0.0) + 0.2
     with pytest.raises(CybersecqwenError, match="no holdout prediction"):
         heads.holdout().ranked("cwe", ["a text that was never a validation item"])
+
+
+def test_attack_selection_threshold_is_learned_for_multi_label_items():
+    from cybersecqwen.serve.fuse import select_threshold
+
+    # Each item: three candidates whose head log-probabilities make the two gold techniques share the mass.
+    item = np.log(np.array([[0.45, 0, 0], [0.40, 0, 0], [0.15, 0, 0]]) + 1e-9)
+    per_item = [[(item, 0), (item, 1)]] * 5  # gold: candidates 0 and 1
+    chosen = select_threshold(per_item, np.array([1.0, 0.0, 0.0]))
+    assert chosen["select_micro_f1"] == 1.0 and 0.15 < chosen["select_above"] <= 0.40
+    single = [[(item, 0)]] * 5  # gold: candidate 0 alone -> a high threshold reports only the best
+    assert select_threshold(single, np.array([1.0, 0.0, 0.0]))["select_above"] > 0.40

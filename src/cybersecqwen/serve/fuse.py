@@ -93,15 +93,37 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
                 jobs[job] = {**dict(zip(("weights", "review_below"), (Fusion.default(heads, backend).weights[job], 0.5))),
                              "skipped": f"no {head_name} head or no validation items"}
                 continue
-            samples = [s for task, text, gold in track(rows, description=f"fusion {job}", transient=True)
-                       for s in choice_features(service, job, task, text, gold)]
+            per_item = [choice_features(service, job, task, text, gold) for task, text, gold in track(rows, description=f"fusion {job}", transient=True)]
+            samples = [s for item in per_item for s in item]
             weights = learn_weights(samples)
             jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
+            if job == "attack":
+                jobs[job].update(select_threshold(per_item, weights))
     finally:
         backend.close()
     result = {"heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
     write_json(heads_dir / "fusion.json", result)
     return result
+
+
+SELECT_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def select_threshold(per_item: list[list[tuple[np.ndarray, int]]], weights: np.ndarray) -> dict[str, Any]:
+    """ATT&CK is multi-label: the fused probability above which techniques are reported (the best one always), chosen
+    for the best micro-F1 over the validation items (each item: its candidates' features and its gold techniques)."""
+    def micro_f1(threshold: float) -> float:
+        tp = predicted = gold = 0
+        for samples in per_item:
+            probabilities = fused_probabilities(samples[0][0], weights)
+            chosen = {int(np.argmax(probabilities))} | {i for i, p in enumerate(probabilities) if p >= threshold}
+            truth = {g for _, g in samples if g >= 0}
+            tp, predicted, gold = tp + len(chosen & truth), predicted + len(chosen), gold + len(samples)
+        return 2 * tp / (predicted + gold) if predicted + gold else 0.0
+
+    scores = {t: micro_f1(t) for t in SELECT_GRID}
+    best = max(SELECT_GRID, key=lambda t: (scores[t], t))
+    return {"select_above": best, "select_micro_f1": round(scores[best], 4)}
 
 
 def evaluate(samples: list[tuple[np.ndarray, int]], weights: np.ndarray) -> dict[str, Any]:

@@ -49,6 +49,9 @@ class Fusion:
     review_below: dict[str, float]
     source: str
     details: dict[str, Any] = field(default_factory=dict)
+    # ATT&CK is multi-label: techniques at or above this fused probability are reported (learned on validation items
+    # for the best micro-F1; SELECT_ABOVE until then).
+    select_above: float = 0.1
 
     @classmethod
     def default(cls, heads, backend) -> "Fusion":
@@ -74,7 +77,8 @@ class Fusion:
             return cls.default(heads, backend)
         return cls({job: payload["jobs"][job]["weights"] for job in JOBS},
                    {job: payload["jobs"][job]["review_below"] for job in JOBS},
-                   f"learned on {payload['items']} validation items per job for {model_label}", payload)
+                   f"learned on {payload['items']} validation items per job for {model_label}", payload,
+                   payload["jobs"]["attack"].get("select_above", 0.1))
 
     def uses_model(self, job: str) -> bool:
         return self.weights[job][1] > 0
@@ -224,7 +228,10 @@ class CtiService:
                 "note": self.reading_note("cwe", description) or self.reading_note("cvss", description)}
 
     # --- ATT&CK extraction ---------------------------------------------------------------------------------
-    def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float = 0.1) -> dict[str, Any]:
+    def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float | None = None) -> dict[str, Any]:
+        """The best technique always, then every other one at or above `min_confidence` (default: the threshold
+        learned on validation items for this model and these heads), up to max_techniques."""
+        min_confidence = self.fusion.select_above if min_confidence is None else min_confidence
         catalog = self.catalogs.attack
         ranked = self.fuse("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": self.model_text(text)[0]})
         sentences = [s.strip() for s in SENTENCE.split(text) if s.strip()]
