@@ -8,10 +8,9 @@ raised by the job become 400s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -74,17 +73,6 @@ class ModelGate:
                 self.on_depth(self.in_flight)
         return release
 
-    @contextlib.contextmanager
-    def occupied(self) -> Iterator[None]:
-        """One queue slot, held while the request waits for or runs on the model."""
-        self.in_flight += 1
-        self.on_depth(self.in_flight)
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self.on_depth(self.in_flight)
-
     def locked(self, job: Callable[[], Any], deadline: float | None = None) -> Callable[[], Any]:
         def run() -> Any:
             with self.lock:
@@ -99,12 +87,13 @@ class ModelGate:
     async def run(self, job: Callable[[], Any]) -> Any:
         """Run one model job in a worker thread: bounded queue (429), timeout (504, and the job stops at its next
         model call), user errors (400)."""
-        self.admit()
-        with self.occupied():
-            try:
-                deadline = time.monotonic() + self.timeout_s
-                return await asyncio.wait_for(run_in_threadpool(self.locked(job, deadline)), timeout=self.timeout_s)
-            except asyncio.TimeoutError:
-                raise ApiError(504, f"the model did not answer within {self.timeout_s:.0f} s", "timeout") from None
-            except CybersecqwenError as exc:
-                raise ApiError(400, str(exc)) from None
+        release = self.take_slot()  # held while the request waits for or runs on the model
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            return await asyncio.wait_for(run_in_threadpool(self.locked(job, deadline)), timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the model did not answer within {self.timeout_s:.0f} s", "timeout") from None
+        except CybersecqwenError as exc:
+            raise ApiError(400, str(exc)) from None
+        finally:
+            release()
