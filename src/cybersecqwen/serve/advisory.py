@@ -171,7 +171,7 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
 
 def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
     """Threat actors named in the text (ATT&CK groups first, then MISP), longest name first at each position."""
-    index = actor_index(service)
+    index = service.catalogs.actor_names
     if index is None:
         return []
     gazetteer, by_name = index
@@ -184,18 +184,6 @@ def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
                           "external_id": actor.external_id, "mentioned_as": match.group(0), "evidence": [match.start(), match.end()],
                           "confidence": 0.9 if match.group(0).lower() == actor.name.lower() else 0.75}
     return list(found.values())
-
-
-def actor_index(service: CtiService):
-    if getattr(service, "_actor_index", None) is None and service.catalogs.actors:
-        from cybersecqwen.tasks.taa import Gazetteer
-
-        by_name = {}
-        for actor in service.catalogs.actors:  # ATT&CK first: a name both know resolves to the ATT&CK group
-            for name in (actor.name, *actor.aliases):
-                by_name.setdefault(name.strip().lower(), actor)
-        service._actor_index = (Gazetteer(by_name), by_name)
-    return getattr(service, "_actor_index", None)
 
 
 SUMMARY_SCHEMA = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 240}}, "required": ["summary"]}

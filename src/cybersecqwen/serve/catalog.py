@@ -7,6 +7,7 @@ A TF-IDF index over names and descriptions proposes candidates beside the heads'
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,21 @@ class Catalogs:
     def __post_init__(self) -> None:
         self.cwe_index = Index(self.cwe)
         self.attack_index = Index(self.attack)
+
+    @functools.cached_property
+    def actor_names(self):
+        """(gazetteer over every actor name and alias, lower-cased name -> actor), built on first use (advisory
+        analysis); ATT&CK groups come first, so a name both sources know resolves to the ATT&CK group. None without
+        actors."""
+        if not self.actors:
+            return None
+        from cybersecqwen.tasks.taa import Gazetteer
+
+        by_name: dict[str, ThreatActor] = {}
+        for actor in self.actors:
+            for name in (actor.name, *actor.aliases):
+                by_name.setdefault(name.strip().lower(), actor)
+        return Gazetteer(by_name), by_name
 
 
 def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catalogs:
