@@ -150,13 +150,70 @@ def test_fusion_sees_validation_texts_as_the_heads_did_before_their_refit(source
         heads.holdout().ranked("cwe", ["a text that was never a validation item"])
 
 
-def test_attack_selection_threshold_is_learned_for_multi_label_items():
-    from cybersecqwen.serve.fuse import select_threshold
+def label_items(model_quality: str, n: int = 60, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Multi-label items of six candidates, two or three of them right; the head's logit is informative but noisy."""
+    from cybersecqwen.heads.fusion import logit
 
-    # Each item: three candidates whose head log-probabilities make the two gold techniques share the mass.
-    item = np.log(np.array([[0.45, 0, 0], [0.40, 0, 0], [0.15, 0, 0]]) + 1e-9)
-    per_item = [[(item, 0), (item, 1)]] * 5  # gold: candidates 0 and 1
-    chosen = select_threshold(per_item, np.array([1.0, 0.0, 0.0]))
-    assert chosen["select_micro_f1"] == 1.0 and 0.15 < chosen["select_above"] <= 0.40
-    single = [[(item, 0)]] * 5  # gold: candidate 0 alone -> a high threshold reports only the best
-    assert select_threshold(single, np.array([1.0, 0.0, 0.0]))["select_above"] > 0.40
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        truth = np.zeros(6)
+        truth[rng.choice(6, size=rng.integers(2, 4), replace=False)] = 1
+        head = logit(np.clip(0.25 + 0.3 * truth + rng.normal(0, 0.2, 6), 0.01, 0.99))
+        model = rng.normal(size=6) if model_quality == "useless" else np.where(truth == 1, 0.0, -6.0)
+        items.append((np.stack([head, model, np.zeros(6)], axis=1), truth, int(truth.sum())))
+    return items
+
+
+def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_techniques():
+    from cybersecqwen.heads.fusion import label_probabilities, learn_label_weights
+    from cybersecqwen.serve.fuse import evaluate_labels
+
+    useless = learn_label_weights([(x, y) for x, y, _ in label_items("useless", n=400)])
+    assert useless[1] < 0.1 * useless[0] and len(useless) == 4  # three features and the bias
+    perfect = learn_label_weights([(x, y) for x, y, _ in label_items("perfect")])
+    assert perfect[1] > perfect[0]
+    x, truth, _ = label_items("perfect", n=1, seed=5)[0]
+    probabilities = label_probabilities(x, perfect)
+    assert ((probabilities > 0.5) == (truth == 1)).all()  # several right candidates are likely at once, not one
+    result = evaluate_labels(label_items("perfect"), perfect, head_threshold=0.5)
+    assert result["micro_f1_fused"] == 1.0 and result["micro_f1_fused"] > result["micro_f1_head"]
+    assert result["unflagged_precision"] == 1.0 and result["flagged_share"] == 0.0
+
+
+def test_heads_only_attack_extraction_is_the_attack_head_at_its_own_threshold(trained_heads, source_mirror):
+    from cybersecqwen.serve.catalog import load_catalogs
+    from cybersecqwen.serve.service import CtiService
+
+    heads = load_heads(trained_heads)
+    service = CtiService(None, load_catalogs(source_mirror), heads)
+    text = "The implant beacons to its C2 server over HTTPS and dumps credentials from LSASS memory."
+    found = service.extract_attack(text)["techniques"]
+    expected = [(t, p) for t, p in heads.techniques([text])[0] if t in service.catalogs.attack][:5]
+    assert [t["technique_id"] for t in found] == [t for t, _ in expected]
+    assert all(abs(t["confidence"] - p) < 1e-3 and abs(t["components"]["head"] - p) < 1e-3 for t, (_, p) in zip(found, expected))
+
+
+@pytest.mark.slow
+def test_heads_fuse_learns_weights_with_the_embedded_model_and_the_server_uses_them(trained_heads, heads_corpus, source_mirror, caplog):
+    from cybersecqwen.serve.fuse import fit_fusion, fused_service
+
+    result = fit_fusion(trained_heads, heads_corpus, "embedded", items=10, data_dir=source_mirror)
+    saved = json.loads((trained_heads / "fusion.json").read_text())
+    assert saved == json.loads(json.dumps(result)) and saved["format"] == 2
+    attack = saved["jobs"]["attack"]
+    assert len(attack["weights"]) == 4 and attack["validation_items"] == 10 and 0 < attack["select_above"] < 1
+    assert {"micro_f1_head", "micro_f1_model", "micro_f1_fused", "ece"} <= set(attack)
+    assert len(saved["jobs"]["cwe"]["weights"]) == 3
+    service, backend = fused_service(trained_heads, "embedded", source_mirror)
+    try:
+        assert service.fusion.select_above == attack["select_above"] and "learned on 10 validation items" in service.fusion.source
+        found = service.extract_attack("The operators clear event logs on Zeta CMS to hide the intrusion.")["techniques"]
+        assert found[0]["technique_id"] == "T1070" and "bias" in service.method("attack", "CTI-ATE prompt")
+    finally:
+        backend.close()
+    # A fusion file from before per-technique ATT&CK fusion is not trusted: heads-only weights, with a warning.
+    (trained_heads / "fusion.json").write_text(json.dumps({**saved, "format": 1}))
+    service, backend = fused_service(trained_heads, "embedded", source_mirror)
+    backend.close()
+    assert "heads only" in service.fusion.source and "older cybersecqwen" in caplog.text

@@ -3,6 +3,12 @@ log-probability normalised over the candidates, the lexical similarity to the ca
 score, and a softmax over the candidates gives the fused confidence. The weights are learned on validation items by
 maximising the log-likelihood of the right candidate (a conditional logit, i.e. a small multinomial logistic
 regression), so a useless answerer gets a weight near 0 and a reliable one dominates.
+
+Multi-label jobs (ATT&CK: a text shows several techniques) are not a choice among candidates: each candidate is its
+own yes/no question. There the head's feature is the logit of its per-label probability and the fused probability of
+each candidate is a logistic model on the features plus a bias (weights learned on validation items by binary
+log-likelihood), so several candidates can be likely at once and weights (1, 0, 0, bias 0) give the head's own
+probability back exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +20,16 @@ from scipy.optimize import minimize
 
 FEATURES = ("head", "model", "lexical")
 FLOOR = np.log(1e-6)  # the log-probability of a candidate an answerer did not rank at all
+FORMAT = 2  # of fusion.json: 2 = multi-label jobs fused per label (logistic with a bias); 1 = one softmax for every job
+
+
+def logit(probability: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(probability, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
@@ -24,6 +40,35 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
 def fused_probabilities(features: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """features: candidates x FEATURES -> probabilities over the candidates."""
     return np.exp(log_softmax(features @ np.asarray(weights, dtype=float)))
+
+
+def label_probabilities(features: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """Multi-label: features (candidates x FEATURES) and weights (one per feature, then the bias) -> each candidate's
+    own probability of being right."""
+    w = np.asarray(weights, dtype=float)
+    return sigmoid(features @ w[:-1] + w[-1])
+
+
+def learn_label_weights(items: Sequence[tuple[np.ndarray, np.ndarray]], l2: float = 1e-3) -> np.ndarray:
+    """Multi-label weights (one per feature, then the bias) maximising the binary log-likelihood of every candidate of
+    every validation item [(features, 0/1 per candidate)]. Feature weights are kept >= 0 (an answerer can be ignored,
+    never inverted); the bias is free and not penalised."""
+    rows = [(x, np.asarray(y, dtype=float)) for x, y in items if len(x)]
+    if not rows:
+        return np.zeros(len(FEATURES) + 1)
+    x = np.vstack([np.hstack([m, np.ones((len(m), 1))]) for m, _ in rows])
+    y = np.concatenate([t for _, t in rows])
+    penalty = np.r_[np.ones(x.shape[1] - 1), 0.0]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w
+        # -log sigmoid(z) for positives, -log sigmoid(-z) for negatives, written stably
+        total = np.mean(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * (1 - y))
+        grad = x.T @ (sigmoid(z) - y) / len(y)
+        return total + l2 * (penalty * w) @ w, grad + 2 * l2 * penalty * w
+
+    bounds = [(0, None)] * (x.shape[1] - 1) + [(None, None)]
+    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
 def learn_weights(items: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3) -> np.ndarray:

@@ -4,7 +4,9 @@ For each structured job (CWE, ATT&CK, CVSS) a seeded sample of the corpus's vali
 were validated on: newest CVE records, the corpus val split otherwise) is run through the real service, the heads
 answering from their holdout predictions (made before the heads were refit on those items); each item
 gives the candidates' features and the index of the right one; heads.fusion.learn_weights fits the weights, and the
-needs-review threshold is set where unflagged fused answers are right >= 90% of the time. The result, with the
+needs-review threshold is set where unflagged fused answers are right >= 90% of the time. ATT&CK is multi-label: each
+candidate is labelled right or wrong, heads.fusion.learn_label_weights fits a logistic model per candidate, and the
+probability above which techniques are reported is chosen for the best micro-F1 on the same items. The result, with the
 validation accuracy of each answerer alone and fused and the calibration error, is written to HEADS/fusion.json,
 tied to these heads and this model: the server uses it only for that pair.
 """
@@ -19,7 +21,8 @@ import numpy as np
 from rich.progress import track
 
 from cybersecqwen.heads import load_heads
-from cybersecqwen.heads.fusion import expected_calibration_error, fused_probabilities, learn_weights, log_softmax, review_threshold
+from cybersecqwen.heads.fusion import (FORMAT, expected_calibration_error, fused_probabilities, label_probabilities, learn_label_weights,
+                                      learn_weights, log_softmax, review_threshold, sigmoid)
 from cybersecqwen.heads.train import cwe_label, last_line, read_examples, split_examples
 from cybersecqwen.io import write_json
 from cybersecqwen.models.base import ChoiceRequest
@@ -68,8 +71,14 @@ def choice_features(service: CtiService, job: str, task: str, text: str, gold: s
     # CWE weights are learned in the cwe-classify answer form (short choices: the id alone) and serve both forms.
     task, fields = (("cwe-classify", {"Text": text}) if job == "cwe" else ("cti-ate", {"Platform": "Enterprise", "Description": text}))
     candidates, matrix = service.features(job, text, task, fields, use_model=True)
-    golds = gold.split(", ") if job == "attack" else [gold]
-    return [(matrix, candidates.index(g) if g in candidates else -1) for g in golds]
+    return [(matrix, candidates.index(gold) if gold in candidates else -1)]
+
+
+def label_features(service: CtiService, text: str, gold: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """ATT&CK: (candidates' features, 1 where the candidate is a gold technique, how many gold techniques there are)."""
+    candidates, matrix = service.features("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": text}, use_model=True)
+    truth = set(gold.split(", "))
+    return matrix, np.array([float(c in truth) for c in candidates]), len(truth)
 
 
 def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "auto", items: int = 200,
@@ -85,45 +94,66 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
         jobs: dict[str, Any] = {}
         for job in ("cwe", "attack", "cvss"):
             head_name = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}[job]
-            # ATT&CK items are the costliest to score (long prompts, long choices, one llama.cpp step per token):
-            # a third as many.
-            limit = max(10, items // 3) if job == "attack" else items
-            rows = validation_items(corpus, job, limit) if heads.has(head_name) else []
+            rows = validation_items(corpus, job, items) if heads.has(head_name) else []
             if not rows:
                 jobs[job] = {**dict(zip(("weights", "review_below"), (Fusion.default(heads, backend).weights[job], 0.5))),
                              "skipped": f"no {head_name} head or no validation items"}
                 continue
-            per_item = [choice_features(service, job, task, text, gold) for task, text, gold in track(rows, description=f"fusion {job}", transient=True)]
-            samples = [s for item in per_item for s in item]
+            progress = track(rows, description=f"fusion {job}", transient=True)
+            if job == "attack":
+                labelled = [label_features(service, text, gold) for _, text, gold in progress]
+                weights = learn_label_weights([(x, y) for x, y, _ in labelled])
+                jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows),
+                             **evaluate_labels(labelled, weights, service.heads.validation("attack").get("threshold", 0.5))}
+                continue
+            samples = [s for task, text, gold in progress for s in choice_features(service, job, task, text, gold)]
             weights = learn_weights(samples)
             jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
-            if job == "attack":
-                jobs[job].update(select_threshold(per_item, weights))
     finally:
         backend.close()
-    result = {"heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
+    result = {"format": FORMAT, "heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
     write_json(heads_dir / "fusion.json", result)
     return result
 
 
-SELECT_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+SELECT_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def select_threshold(per_item: list[list[tuple[np.ndarray, int]]], weights: np.ndarray) -> dict[str, Any]:
-    """ATT&CK is multi-label: the fused probability above which techniques are reported (the best one always), chosen
-    for the best micro-F1 over the validation items (each item: its candidates' features and its gold techniques)."""
-    def micro_f1(threshold: float) -> float:
-        tp = predicted = gold = 0
-        for samples in per_item:
-            probabilities = fused_probabilities(samples[0][0], weights)
-            chosen = {int(np.argmax(probabilities))} | {i for i, p in enumerate(probabilities) if p >= threshold}
-            truth = {g for _, g in samples if g >= 0}
-            tp, predicted, gold = tp + len(chosen & truth), predicted + len(chosen), gold + len(samples)
-        return 2 * tp / (predicted + gold) if predicted + gold else 0.0
+def selected(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The candidates reported: every one at or above the threshold, and the best one always (an item has a technique)."""
+    chosen = probabilities >= threshold
+    chosen[int(np.argmax(probabilities))] = True
+    return chosen
 
-    scores = {t: micro_f1(t) for t in SELECT_GRID}
+
+def micro_f1(labelled: list[tuple[np.ndarray, np.ndarray, int]], probabilities: list[np.ndarray], threshold: float) -> float:
+    """Gold techniques that never made the candidates count as missed."""
+    tp = predicted = gold = 0
+    for (_, truth, n_gold), p in zip(labelled, probabilities):
+        chosen = selected(p, threshold)
+        tp, predicted, gold = tp + int(truth[chosen].sum()), predicted + int(chosen.sum()), gold + n_gold
+    return 2 * tp / (predicted + gold) if predicted + gold else 0.0
+
+
+def evaluate_labels(labelled: list[tuple[np.ndarray, np.ndarray, int]], weights: np.ndarray, head_threshold: float) -> dict[str, Any]:
+    """Multi-label validation: micro-F1 of the head alone (at its own threshold), the model alone and the lexical score
+    alone (each at its best threshold, which flatters them) and fused at the threshold chosen here; calibration of the
+    per-candidate probabilities; the needs-review threshold over the techniques the fused answerer reports."""
+    gold = sum(n for _, _, n in labelled)
+    out: dict[str, Any] = {"candidate_recall": round(sum(float(y.sum()) for _, y, _ in labelled) / gold, 4) if gold else 0.0}
+    out["micro_f1_head"] = round(micro_f1(labelled, [sigmoid(x[:, 0]) for x, _, _ in labelled], head_threshold), 4)
+    for name, column in (("model", 1), ("lexical", 2)):
+        alone = [np.exp(log_softmax(x[:, column])) for x, _, _ in labelled]
+        out[f"micro_f1_{name}"] = round(max(micro_f1(labelled, alone, t) for t in SELECT_GRID), 4)
+    fused = [label_probabilities(x, weights) for x, _, _ in labelled]
+    scores = {t: micro_f1(labelled, fused, t) for t in SELECT_GRID}
     best = max(SELECT_GRID, key=lambda t: (scores[t], t))
-    return {"select_above": best, "select_micro_f1": round(scores[best], 4)}
+    out.update(select_above=best, micro_f1_fused=round(scores[best], 4))
+    confidence = np.concatenate(fused)
+    truth = np.concatenate([y for _, y, _ in labelled])
+    reported = np.concatenate([selected(p, best) for p in fused])
+    return {**out, "ece": round(expected_calibration_error(confidence, truth), 4),
+            **review_threshold(confidence[reported], truth[reported])}
 
 
 def evaluate(samples: list[tuple[np.ndarray, int]], weights: np.ndarray) -> dict[str, Any]:

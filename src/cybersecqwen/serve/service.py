@@ -7,7 +7,9 @@ are real catalog entries only (valid, non-deprecated CWE weaknesses; active ATT&
 heads' best labels and the catalog index's shortlist, so an id outside the catalog can never be returned.
 
 Each candidate's features are weighted into one score (weights learned on validation items, see heads/fusion.py and
-serve/fuse.py) and a softmax gives the confidence. Without heads the model alone answers (as before heads existed);
+serve/fuse.py) and a softmax gives the confidence; ATT&CK extraction is multi-label, so there each candidate gets its
+own probability (a logistic model on the same features) and every technique above a threshold learned on validation
+is reported. Without heads the model alone answers (as before heads existed);
 without a model (`--no-model`) the heads and the lexical score answer. Every response shows each answerer's score
 and says which method answered; below the validated threshold an answer is flagged `needs_review`.
 """
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.heads.fusion import FEATURES, FLOOR, fused_probabilities, log_softmax
+from cybersecqwen.heads.fusion import FEATURES, FLOOR, FORMAT, fused_probabilities, label_probabilities, log_softmax, logit, sigmoid
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
 from cybersecqwen.serve.gate import check_deadline, current_deadline
 from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
@@ -39,31 +41,36 @@ REVIEW_BELOW = 0.5
 MODEL_ROOM = 1024  # tokens of a model's context kept for the prompt's instructions, the candidates and the answer
 JOBS = ("cwe", "attack", "cvss")
 HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}
+MULTI_LABEL = {"attack"}  # jobs whose candidates are each a yes/no question (weights: one per feature, then a bias)
 
 
 @dataclass
 class Fusion:
-    """Per job: a weight per feature (FEATURES) and the needs-review threshold; where they came from."""
+    """Per job: a weight per feature (FEATURES; multi-label jobs add a bias) and the needs-review threshold; where they
+    came from."""
 
     weights: dict[str, list[float]]
     review_below: dict[str, float]
     source: str
     details: dict[str, Any] = field(default_factory=dict)
     # ATT&CK is multi-label: techniques at or above this fused probability are reported (learned on validation items
-    # for the best micro-F1; SELECT_ABOVE until then).
-    select_above: float = 0.1
+    # for the best micro-F1; the head's own validated threshold until then; 1.0 = the best technique only).
+    select_above: float = 1.0
 
     @classmethod
     def default(cls, heads, backend) -> "Fusion":
-        if heads is None:  # the model alone, as before heads existed
-            return cls({job: [0.0, 1.0, 0.0] for job in JOBS}, {job: REVIEW_BELOW for job in JOBS}, "model only (no heads)")
+        if heads is None:  # the model alone, as before heads existed; without validated weights, one technique
+            return cls({job: [0.0, 1.0, 0.0] + [0.0] * (job in MULTI_LABEL) for job in JOBS}, {job: REVIEW_BELOW for job in JOBS},
+                       "model only (no heads)")
         # Until weights are learned for this model on validation items, the model gets no say (`heads fuse`); a job
         # whose head the corpus could not train stays with the model (or, without one, the lexical score).
         review = {"cwe": heads.validation("cwe").get("review_below", REVIEW_BELOW), "attack": REVIEW_BELOW, "cvss": REVIEW_BELOW}
         note = "heads only (--no-model)" if backend is None else "heads only: no fusion weights learned for this model yet (`cybersecqwen heads fuse`)"
         fallback = [0.0, 1.0, 0.0] if backend is not None else [0.0, 0.0, 1.0]
-        weights = {job: [1.0, 0.0, 0.0] if heads.has(HEAD_OF[job]) else fallback for job in JOBS}
-        return cls(weights, review, note)
+        weights = {job: ([1.0, 0.0, 0.0] if heads.has(HEAD_OF[job]) else fallback) + [0.0] * (job in MULTI_LABEL) for job in JOBS}
+        # Weights (1, 0, 0, bias 0) give the ATT&CK head's own probabilities: select at the head's own threshold.
+        select = heads.validation("attack").get("threshold", 1.0) if heads.has("attack") else 1.0
+        return cls(weights, review, note, select_above=select)
 
     @classmethod
     def load(cls, heads, backend, model_label: str) -> "Fusion":
@@ -71,6 +78,10 @@ class Fusion:
         if backend is None or path is None or not path.is_file():
             return cls.default(heads, backend)
         payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format") != FORMAT:
+            log.warning("%s was learned by an older cybersecqwen (fusion format %s, this one reads %s); using heads-only "
+                        "weights: rerun `cybersecqwen heads fuse`", path, payload.get("format", 1), FORMAT)
+            return cls.default(heads, backend)
         if payload.get("heads_manifest_sha256") != heads.manifest_sha256 or payload.get("model") != model_label:
             log.warning("%s was learned for model %s (these heads: %s); using heads-only weights", path, payload.get("model"),
                         payload.get("heads_manifest_sha256") == heads.manifest_sha256)
@@ -78,7 +89,7 @@ class Fusion:
         return cls({job: payload["jobs"][job]["weights"] for job in JOBS},
                    {job: payload["jobs"][job]["review_below"] for job in JOBS},
                    f"learned on {payload['items']} validation items per job for {model_label}", payload,
-                   payload["jobs"]["attack"].get("select_above", 0.1))
+                   payload["jobs"]["attack"]["select_above"])
 
     def uses_model(self, job: str) -> bool:
         return self.weights[job][1] > 0
@@ -147,7 +158,10 @@ class CtiService:
         if job == "attack":  # ATE's prompt lists the candidates as its technique reference
             fields = {**fields, "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
         matrix = np.zeros((len(candidates), len(FEATURES)))
-        matrix[:, 0] = [np.log(max(head[c], 1e-6)) if c in head else FLOOR for c in candidates]
+        if job in MULTI_LABEL:  # the head's own per-label probability, as a logit (see heads/fusion.py)
+            matrix[:, 0] = logit([head.get(c, 1e-6) for c in candidates])
+        else:
+            matrix[:, 0] = [np.log(max(head[c], 1e-6)) if c in head else FLOOR for c in candidates]
         if use_model and self.backend is not None:
             matrix[:, 1] = self.model_logprobs(task_name, fields, candidates, catalog)
         lexical = index.similarities(text, candidates)
@@ -156,15 +170,20 @@ class CtiService:
 
     def fuse(self, job: str, text: str, task_name: str, fields: dict[str, str]) -> list[dict[str, Any]]:
         candidates, matrix = self.features(job, text, task_name, fields, self.fusion.uses_model(job))
-        probabilities = fused_probabilities(matrix, self.fusion.weights[job])
+        multi = job in MULTI_LABEL
+        probabilities = (label_probabilities if multi else fused_probabilities)(matrix, self.fusion.weights[job])
+        head = sigmoid(matrix[:, 0]) if multi else np.exp(matrix[:, 0])
         order = np.argsort(-probabilities, kind="stable")
         return [{"id": candidates[i], "confidence": float(probabilities[i]), "shortlist": len(candidates),
-                 "components": {"head": round(float(np.exp(matrix[i, 0])), 4) if self.heads is not None and self.heads.has(job) else None,
+                 "components": {"head": round(float(head[i]), 4) if self.heads is not None and self.heads.has(job) else None,
                                 "model": round(float(np.exp(matrix[i, 1])), 4) if self.fusion.uses_model(job) else None,
                                 "lexical": round(float(matrix[i, 2]), 4)}} for i in order]
 
     def method(self, job: str, prompt: str) -> str:
         weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(FEATURES, self.fusion.weights[job]))
+        if job in MULTI_LABEL:
+            weights += (f", bias {self.fusion.weights[job][-1]:.2f}; each candidate its own probability, reported at or above "
+                        f"{self.fusion.select_above:.3g}")
         return f"fused catalog candidates ({prompt}); weights {weights}: {self.fusion.source}"
 
     # --- CWE -----------------------------------------------------------------------------------------------
