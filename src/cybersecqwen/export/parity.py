@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +95,51 @@ def prompt_ids(tokenizer, question: str) -> list[int]:
     return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
-def greedy(model, tokenizer, llm, n_tokens: int = 24) -> dict[str, Any]:
+@dataclass
+class Reference:
+    """What transformers answers on the parity prompts, computed once before any GGUF is opened, so the
+    transformers model can be freed first: a 4B model in float32 (16 GB) and its F32 GGUF (16 GB) never sit in memory
+    together."""
+
+    eos: int
+    n_tokens: int
+    greedy: list[tuple[str, list[int], list[int]]]  # (question, prompt ids, transformers' greedy continuation)
+    teacher_ids: list[int]
+    teacher_argmax: np.ndarray
+
+
+def reference(model, tokenizer, n_tokens: int = 24, n_ctx: int = 1024) -> Reference:
+    import torch
+
     rows = []
     for question in PROMPTS:
         ids = prompt_ids(tokenizer, question)
-        hf = hf_greedy(model, tokenizer, ids, n_tokens)
-        ours = gguf_greedy(llm, ids, n_tokens, tokenizer.eos_token_id)
-        hf = hf[: len(ours)] if ours and ours[-1] == tokenizer.eos_token_id else hf
+        rows.append((question, ids, hf_greedy(model, tokenizer, ids, n_tokens)))
+    ids = []
+    for question in PROMPTS:
+        ids += prompt_ids(tokenizer, question) + tokenizer(TEACHER_TEXT, add_special_tokens=False)["input_ids"]
+    ids = ids[:n_ctx]
+    with torch.no_grad():
+        argmax = model(torch.tensor([ids])).logits[0].argmax(-1).numpy()
+    return Reference(tokenizer.eos_token_id, n_tokens, rows, ids, argmax)
+
+
+def greedy(ref: Reference, tokenizer, llm) -> dict[str, Any]:
+    rows = []
+    for question, ids, hf in ref.greedy:
+        ours = gguf_greedy(llm, ids, ref.n_tokens, ref.eos)
+        hf = hf[: len(ours)] if ours and ours[-1] == ref.eos else hf
         rows.append({"prompt": question, "identical": hf == ours, "hf": tokenizer.decode(hf), "gguf": tokenizer.decode(ours)})
     return {"prompts": rows, "identical": sum(r["identical"] for r in rows), "passed": all(r["identical"] for r in rows)}
 
 
-def teacher_forced(model, tokenizer, llm, threshold: float = 0.98) -> dict[str, Any]:
+def teacher_forced(ref: Reference, llm, threshold: float = 0.98) -> dict[str, Any]:
     """Share of positions where the GGUF's next-token argmax equals transformers' on the same fixed text."""
-    import torch
-
-    ids = []
-    for question in PROMPTS:
-        ids += prompt_ids(tokenizer, question) + tokenizer(TEACHER_TEXT, add_special_tokens=False)["input_ids"]
-    ids = ids[: llm.n_ctx()]
-    with torch.no_grad():
-        hf = model(torch.tensor([ids])).logits[0].argmax(-1).numpy()
+    ids = ref.teacher_ids[: llm.n_ctx()]
     llm.reset()
     llm.eval(ids)
     ours = np.asarray(llm.scores[: len(ids)]).argmax(-1)
-    agreement = float((hf == ours).mean())
+    agreement = float((ref.teacher_argmax[: len(ids)] == ours).mean())
     return {"positions": len(ids), "agreement": agreement, "threshold": threshold, "passed": agreement >= threshold}
 
 

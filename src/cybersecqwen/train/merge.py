@@ -34,6 +34,8 @@ def merge(run_dir: Path, out: Path) -> Path:
     base = Path(summary["base"])
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    # Merged in float32 (exact sums), saved in the base's own dtype: a bf16 4B base stays an 8 GB folder, not 16 GB.
+    merged = merged.to(base_dtype(base))
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -50,6 +52,15 @@ def merge(run_dir: Path, out: Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def base_dtype(base: Path):
+    import torch
+
+    config = json.loads((base / "config.json").read_text()) if (base / "config.json").is_file() else {}
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    value = getattr(torch, str(name).replace("torch.", ""), None)
+    return value if isinstance(value, torch.dtype) else torch.float32
 
 
 def provenance(run_dir: Path, summary: dict, weights: str | None) -> dict:

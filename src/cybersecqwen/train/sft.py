@@ -9,6 +9,7 @@ resuming from the newest checkpoint of the run folder -> save the adapter, metri
 from __future__ import annotations
 
 import hashlib
+import resource
 import importlib.util
 import json
 import logging
@@ -277,7 +278,9 @@ def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None)
     recipe_hash = hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()
     summary = {"recipe": recipe.name, "recipe_sha256": recipe_hash, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
                "train_loss": result.training_loss, "resumed": resume, "interrupted": interrupted, "machine": machine,
-               "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history}
+               "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history,
+               # the process's peak resident memory so far (Linux reports KiB); under `run`, earlier stages count too
+               "process_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)}
     if trainer.is_world_process_zero():  # launch-agnostic: under accelerate only rank 0 writes
         if not interrupted:
             trainer.model.save_pretrained(out / "adapter")
