@@ -99,8 +99,6 @@ def build(folder: Path, tokenizer: Path, tiny: bool) -> None:
 
 def generate(gguf_file: Path, n_ctx: int, out: Path) -> None:
     """Through our backend: the prompt's tokens/s, then GENERATED greedy tokens one by one with EOS ignored."""
-    import numpy as np
-
     from cybersecqwen.models.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(gguf_file, n_ctx=n_ctx)
@@ -112,8 +110,8 @@ def generate(gguf_file: Path, n_ctx: int, out: Path) -> None:
     llm.eval(tokens)
     prompt_s = time.perf_counter() - started
     started = time.perf_counter()
-    for _ in range(GENERATED):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    for _ in range(GENERATED):  # greedy, whatever the token (EOS included): always GENERATED tokens
+        llm.eval([llm.sample(top_k=1, temp=0.0)])
     generation_s = time.perf_counter() - started
     rss = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
     backend.close()
@@ -209,7 +207,7 @@ def main() -> None:
     run_step("merge", cli + ["merge", str(work / "run"), "--out", str(work / "merged")], results, env)
     shutil.rmtree(base)
     predicted = {context: {row["quant"]: row for row in plan(load_shape(work / "merged"), context)} for context in (4096, 8192)}
-    run_step("export gguf (F16 + Q4_K_M, parity gates)", cli + ["export", "gguf", "--model", str(work / "merged"), "--out",
+    run_step("export gguf (F16 + Q4_K_M, parity gates)", cli + ["export", "gguf", str(work / "merged"), "--out",
              str(work / "gguf"), "--quant", "Q4_K_M", "--mcq-items", "0"], results, env)
     report = json.loads((work / "gguf" / "export-report.json").read_text())
     results["export"] = {"gates": {name: gate["passed"] for name, gate in report["gates"].items()},
