@@ -97,12 +97,23 @@ def test_embedded_model_round_trips_with_metadata_quants_quality_and_modelfile(e
     assert modelfile.startswith(f"FROM ./{report['files']['Q4_K_M']['path']}") and 'PARAMETER stop "<|im_end|>"' in modelfile
 
 
-def test_tiny_qwen3_round_trips(embedded_dir, tmp_path):
+def test_tiny_qwen3_round_trips(embedded_dir, tmp_path, monkeypatch):
+    import weakref
+
     from gguf import GGUFReader
 
+    from cybersecqwen.export import parity
+
+    # The transformers model is freed before any GGUF is opened (at 4B, 16 GB in float32 beside a 16 GB F32 GGUF
+    # would not fit a 24 GB machine): record it weakly and check at every llama.cpp load.
+    alive, opened = [], []
+    real_load, real_open = parity.load_hf, parity.open_gguf
+    monkeypatch.setattr(parity, "load_hf", lambda path: (lambda pair: (alive.append(weakref.ref(pair[0])), pair)[1])(real_load(path)))
+    monkeypatch.setattr(parity, "open_gguf", lambda path, n_ctx=1024: (opened.append(alive[0]() is None), real_open(path, n_ctx))[1])
     model = tiny_qwen3(tmp_path / "qwen3", embedded_dir, qwen_pre_tokenizer=True)
     report = export_model(model, tmp_path / "gguf", ["Q8_0"], mcq_items=0)
     assert report["passed"], report["gates"]
+    assert opened == [True, True]  # the F32 and the F16 gate files, each opened after the model was gone
     reader = GGUFReader(str(tmp_path / "gguf" / report["files"]["F16"]["path"]))
     assert field(reader, "general.architecture") == "qwen3"
     assert field(reader, "tokenizer.ggml.pre") == "qwen2"

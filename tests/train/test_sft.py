@@ -220,3 +220,32 @@ def test_sigint_saves_a_checkpoint_and_stops(tiny_qwen3, source_mirror, tmp_path
     assert process.returncode == 0, output[-2000:]
     assert "stopped early" in output
     assert any((run / "checkpoints").glob("checkpoint-*"))
+
+
+def test_a_bf16_base_merges_into_a_bf16_folder_that_answers_like_the_adapter(tiny_qwen3, source_mirror, tmp_path):
+    import torch
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cybersecqwen.train.merge import merge
+    from cybersecqwen.train.sft import train
+
+    base = tmp_path / "bf16-base"  # as Qwen3-4B-Instruct-2507 ships: bf16 weights
+    AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_qwen3).save_pretrained(base)
+    recipe = write_recipe(tmp_path, base=str(base), steps=2)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe), corpus, source_mirror)
+    run = tmp_path / "run"
+    summary = train(load_recipe(recipe), corpus, run)
+    assert summary["process_peak_rss_gb"] > 0
+    merged = merge(run, tmp_path / "merged")
+    with safe_open(merged / "model.safetensors", framework="pt") as handle:
+        assert {handle.get_tensor(name).dtype for name in handle.keys()} == {torch.bfloat16}  # not a float32 copy twice the size
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), run / "adapter").eval()
+    folded = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    with torch.no_grad():
+        a, b = adapter(ids).logits, folded(ids).logits
+    assert (a.argmax(-1) == b.argmax(-1)).all() and (a - b).abs().max().item() < 0.05  # bf16 rounding of the sums only

@@ -3,7 +3,8 @@
 Reads top to bottom: check the folder (a model, a supported architecture, tokenizer files, disk) -> the
 architecture's hyper-parameters -> the tokenizer (token list with CONTROL types for special tokens, merges,
 pre-tokenizer name, BOS/EOS/PAD, chat template) -> every tensor renamed through gguf's tensor name map and
-stored as F32/F16/BF16/Q8_0 -> one atomic write (a half-written GGUF never appears under its final name).
+stored as F32/F16/BF16/Q8_0, streamed one tensor at a time -> one atomic write (a half-written GGUF never
+appears under its final name).
 """
 
 from __future__ import annotations
@@ -126,29 +127,40 @@ def permute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def stored(array: np.ndarray, out_type: str):
-    """(data, gguf type) for one tensor; 1-D tensors (norms) stay F32 as llama.cpp expects."""
+def stored_type(shape: tuple[int, ...], out_type: str):
+    """The GGUF type one tensor is stored as: 1-D tensors (norms) stay F32 as llama.cpp expects; Q8_0 needs rows of
+    32 values (F16 otherwise)."""
     import gguf
 
-    if array.ndim == 1 or out_type == "F32":
-        return array.astype(np.float32), gguf.GGMLQuantizationType.F32
-    if out_type == "F16":
-        return array.astype(np.float16), gguf.GGMLQuantizationType.F16
-    kind = gguf.GGMLQuantizationType.BF16 if out_type == "BF16" else gguf.GGMLQuantizationType.Q8_0
-    if kind == gguf.GGMLQuantizationType.Q8_0 and array.shape[-1] % 32:
-        return array.astype(np.float16), gguf.GGMLQuantizationType.F16  # Q8_0 needs rows of 32 values
+    kinds = {"F32": gguf.GGMLQuantizationType.F32, "F16": gguf.GGMLQuantizationType.F16,
+             "BF16": gguf.GGMLQuantizationType.BF16, "Q8_0": gguf.GGMLQuantizationType.Q8_0}
+    if len(shape) == 1 or out_type == "F32":
+        return kinds["F32"]
+    if out_type == "Q8_0" and shape[-1] % 32:
+        return kinds["F16"]
+    return kinds[out_type]
+
+
+def stored(array: np.ndarray, out_type: str):
+    """(data, gguf type) for one tensor."""
+    import gguf
+
+    kind = stored_type(array.shape, out_type)
+    if kind == gguf.GGMLQuantizationType.F32:
+        return array.astype(np.float32), kind
+    if kind == gguf.GGMLQuantizationType.F16:
+        return array.astype(np.float16), kind
     return gguf.quants.quantize(array.astype(np.float32), kind), kind
 
 
-def tensors(source: Source):
-    """(gguf name, float32 array) for every weight, renamed through gguf's map."""
+def tensor_names(source: Source):
+    """(safetensors file, HF name, gguf name, shape) of every weight written, in file order; nothing is loaded."""
     import gguf
     from safetensors import safe_open
 
     c = source.config
     arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen3": gguf.MODEL_ARCH.QWEN3}[source.architecture]
     names = gguf.get_tensor_name_map(arch, c["num_hidden_layers"])
-    heads, kv_heads = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
     for file in sorted(source.path.glob("*.safetensors")):
         with safe_open(file, framework="pt") as handle:
             for name in handle.keys():
@@ -159,6 +171,19 @@ def tensors(source: Source):
                 new_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
                 if new_name is None:
                     raise CybersecqwenError(f"{file.name}: tensor {name} has no GGUF name for {source.architecture}")
+                yield file, name, new_name, tuple(handle.get_slice(name).get_shape())
+
+
+def tensors(source: Source):
+    """(gguf name, float32 array) for every weight, one at a time, in tensor_names' order."""
+    from safetensors import safe_open
+
+    c = source.config
+    heads, kv_heads = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
+    entries = list(tensor_names(source))
+    for file in dict.fromkeys(entry[0] for entry in entries):
+        with safe_open(file, framework="pt") as handle:
+            for _, name, new_name, _ in (e for e in entries if e[0] == file):
                 array = handle.get_tensor(name).float().numpy()
                 if source.permute_qk and name.endswith("q_proj.weight"):
                     array = permute_rows(array, heads)
@@ -194,11 +219,16 @@ def convert(model_dir: Path, out_file: Path, out_type: str = "F16", metadata: di
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         add_hparams(writer, source)
         add_tokenizer(writer, source, source.config["vocab_size"])
-        for name, array in tensors(source):
-            data, kind = stored(array, out_type)
-            writer.add_tensor(name, data, raw_dtype=kind)
+        # Streamed: every tensor's header entry from its shape first, then the tensors one at a time, so converting
+        # holds one tensor in memory, not the model (a 4B model in F32 is 16 GB).
+        for _, _, name, shape in tensor_names(source):
+            kind = stored_type(shape, out_type)
+            nbytes = int(np.prod(gguf.quants.quant_shape_to_byte_shape(shape, kind)))
+            writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=False)
+        writer.write_ti_data_to_file()
+        for _, array in tensors(source):
+            writer.write_tensor_data(stored(array, out_type)[0])
         writer.close()
     return out_file
