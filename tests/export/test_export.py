@@ -178,7 +178,7 @@ from llama_cpp import Llama
 def rss():
     return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS'))
 before = rss()
-llm = Llama(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), verbose=False)
+llm = Llama(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), verbose=False, use_mmap=False)  # as our backend loads
 llm.eval(llm.tokenize(b'indicator of compromise ' * 400)[: int(sys.argv[2]) // 2])
 print(rss() - before)
 """
