@@ -176,6 +176,10 @@ def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_tec
     x, truth, _ = label_items("perfect", n=1, seed=5)[0]
     probabilities = label_probabilities(x, perfect)
     assert ((probabilities > 0.5) == (truth == 1)).all()  # several right candidates are likely at once, not one
+    from cybersecqwen.serve.service import Fusion
+
+    with pytest.raises(CybersecqwenError, match="fusion weights for attack need 4 values"):
+        Fusion({"attack": [1.0, 0.0, 0.0]}, {"attack": 0.5}, "a softmax-era weight list")
     result = evaluate_labels(label_items("perfect"), perfect, head_threshold=0.5)
     assert result["micro_f1_fused"] == 1.0 and result["micro_f1_fused"] > result["micro_f1_head"]
     assert result["unflagged_precision"] == 1.0 and result["flagged_share"] == 0.0

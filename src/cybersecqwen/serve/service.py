@@ -91,6 +91,13 @@ class Fusion:
                    f"learned on {payload['items']} validation items per job for {model_label}", payload,
                    payload["jobs"]["attack"]["select_above"])
 
+    def __post_init__(self) -> None:
+        for job, weights in self.weights.items():
+            expected = len(FEATURES) + (job in MULTI_LABEL)
+            if len(weights) != expected:
+                raise CybersecqwenError(f"fusion weights for {job} need {expected} values ({', '.join(FEATURES)}"
+                                        f"{', bias' if job in MULTI_LABEL else ''}); got {len(weights)}")
+
     def uses_model(self, job: str) -> bool:
         return self.weights[job][1] > 0
 
