@@ -9,6 +9,7 @@ appears under its final name).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,16 +175,15 @@ def tensor_names(source: Source):
                 yield file, name, new_name, tuple(handle.get_slice(name).get_shape())
 
 
-def tensors(source: Source):
-    """(gguf name, float32 array) for every weight, one at a time, in tensor_names' order."""
+def tensors(source: Source, entries: list | None = None):
+    """(gguf name, float32 array) for every weight, one at a time, in the order of `entries` (tensor_names')."""
     from safetensors import safe_open
 
     c = source.config
     heads, kv_heads = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
-    entries = list(tensor_names(source))
-    for file in dict.fromkeys(entry[0] for entry in entries):
+    for file, group in itertools.groupby(entries if entries is not None else tensor_names(source), key=lambda entry: entry[0]):
         with safe_open(file, framework="pt") as handle:
-            for _, name, new_name, _ in (e for e in entries if e[0] == file):
+            for _, name, new_name, _ in group:
                 array = handle.get_tensor(name).float().numpy()
                 if source.permute_qk and name.endswith("q_proj.weight"):
                     array = permute_rows(array, heads)
@@ -221,14 +221,15 @@ def convert(model_dir: Path, out_file: Path, out_type: str = "F16", metadata: di
         add_tokenizer(writer, source, source.config["vocab_size"])
         # Streamed: every tensor's header entry from its shape first, then the tensors one at a time, so converting
         # holds one tensor in memory, not the model (a 4B model in F32 is 16 GB).
-        for _, _, name, shape in tensor_names(source):
+        entries = list(tensor_names(source))
+        for _, _, name, shape in entries:
             kind = stored_type(shape, out_type)
             nbytes = int(np.prod(gguf.quants.quant_shape_to_byte_shape(shape, kind)))
             writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for _, array in tensors(source):
+        for _, array in tensors(source, entries):
             writer.write_tensor_data(stored(array, out_type)[0])
         writer.close()
     return out_file

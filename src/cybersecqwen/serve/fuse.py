@@ -69,8 +69,7 @@ def choice_features(service: CtiService, job: str, task: str, text: str, gold: s
             prefix += metric_choice(key, codes[key]) + "\n" if codes.get(key) in options else choices[0] + "\n"
         return out
     # CWE weights are learned in the cwe-classify answer form (short choices: the id alone) and serve both forms.
-    task, fields = (("cwe-classify", {"Text": text}) if job == "cwe" else ("cti-ate", {"Platform": "Enterprise", "Description": text}))
-    candidates, matrix = service.features(job, text, task, fields, use_model=True)
+    candidates, matrix = service.features("cwe", text, "cwe-classify", {"Text": text}, use_model=True)
     return [(matrix, candidates.index(gold) if gold in candidates else -1)]
 
 
