@@ -51,6 +51,12 @@ PROMPT_TOKENS, GENERATED = 512, 128
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, intermediate_size=256)
 
 
+def refuse(message: str) -> None:
+    """Bad input or a machine too small: one line, exit 2, before any work."""
+    print(f"qwen3_4b_shape: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def gb(n_bytes: float) -> float:
     return round(n_bytes / 1e9, 2)
 
@@ -65,7 +71,7 @@ def check_machine(work: Path) -> None:
     if free < NEED_DISK_GB * 1e9:
         missing.append(f"{NEED_DISK_GB} GB free disk under {work} (it has {gb(free)} GB)")
     if missing:
-        sys.exit(f"qwen3_4b_shape: refused before any work: it needs {' and '.join(missing)}")
+        refuse(f"refused before any work: it needs {' and '.join(missing)}")
 
 
 def run_step(name: str, argv: list[str], results: dict, env: dict | None = None) -> None:
@@ -171,10 +177,10 @@ def main() -> None:
     data = Path(os.environ.get("CYBERSECQWEN_DATA_DIR", ROOT.parent / "shared" / "data"))
     tokenizer = data / "qwen3-tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
-        sys.exit(f"qwen3_4b_shape: no Qwen3 tokenizer at {tokenizer}; set CYBERSECQWEN_DATA_DIR to the data mirror")
+        refuse(f"no Qwen3 tokenizer at {tokenizer}; set CYBERSECQWEN_DATA_DIR to the data mirror")
     work = args.work.resolve()
     if work.exists() and any(work.iterdir()):
-        sys.exit(f"qwen3_4b_shape: --work {work} is not empty; pass a new folder")
+        refuse(f"--work {work} is not empty; pass a new folder")
     if not args.tiny:
         check_machine(work)
     import yaml
