@@ -55,12 +55,13 @@ def parse_setup(text: str) -> dict:
     words = text.split(",")
     if words[0] not in ("checkpointing", "none"):
         raise SystemExit(f"--setups: {text!r} must start with 'checkpointing' or 'none' (gradient checkpointing)")
-    setup = {"checkpointing": words[0] == "checkpointing", "batch": None, "optimizer": "paged_adamw_8bit"}
+    setup = {"checkpointing": words[0] == "checkpointing", "batch": None, "optimizer": "paged_adamw_8bit",
+             "autocast": 1}
     for word in words[1:]:
         key, _, value = word.partition("=")
-        if key not in ("batch", "optimizer") or not value:
-            raise SystemExit(f"--setups: {word!r} in {text!r} is not batch=N or optimizer=NAME")
-        setup[key] = int(value) if key == "batch" else value
+        if key not in ("batch", "optimizer", "autocast") or not value:
+            raise SystemExit(f"--setups: {word!r} in {text!r} is not batch=N, optimizer=NAME or autocast=0|1")
+        setup[key] = value if key == "optimizer" else int(value)
     if setup["optimizer"] not in ("paged_adamw_8bit", "adamw_torch"):
         raise SystemExit(f"--setups: optimizer {setup['optimizer']!r} is not paged_adamw_8bit or adamw_torch")
     return setup
@@ -78,6 +79,19 @@ def make_optimizer(name: str, params, device: torch.device):
     return torch.optim.AdamW(params, lr=5e-5), "adamw_torch"
 
 
+def profile_step(step, device: torch.device) -> str:
+    """One more step under torch.profiler: where the GPU time goes, the 20 operators with the most time of their own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        step()
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort_by, row_limit=20, max_name_column_width=60)
+    print(table, flush=True)
+    return table
+
+
 def run_setup(args, setup: dict, device: torch.device) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -87,7 +101,8 @@ def run_setup(args, setup: dict, device: torch.device) -> dict:
     attention = "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
     config._attn_implementation = attention
     result = {"shape": "tiny" if args.tiny else "Qwen3-4B", "seq": args.seq, "batch": batch_size,
-              "attention": attention, "gradient_checkpointing": setup["checkpointing"]}
+              "attention": attention, "gradient_checkpointing": setup["checkpointing"],
+              "autocast_bf16": bool(setup["autocast"])}
     torch.manual_seed(0)
     model = optimizer = None
     try:
@@ -107,7 +122,10 @@ def run_setup(args, setup: dict, device: torch.device) -> dict:
             torch.cuda.reset_peak_memory_stats()
 
         def step() -> float:
-            loss = model(input_ids=batch, labels=batch).loss
+            # bf16 autocast as the Trainer runs it with `bf16: true`: PEFT keeps the LoRA matrices in float32,
+            # and without autocast their products run as float32 GEMMs with casts around them.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(setup["autocast"])):
+                loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -120,6 +138,8 @@ def run_setup(args, setup: dict, device: torch.device) -> dict:
             started = time.perf_counter()
             losses.append(step())
             times.append(time.perf_counter() - started)
+        if args.profile and setup is args.first_setup:
+            result["profile"] = profile_step(step, device)
     except torch.OutOfMemoryError as error:
         result.update(error="out of GPU memory", detail=str(error).splitlines()[0][:200])
         return result
@@ -156,12 +176,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="measured steps, after --warmup steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--setups", nargs="+", default=["checkpointing"],
-                        help="each 'checkpointing|none[,batch=N][,optimizer=paged_adamw_8bit|adamw_torch]'; "
+                        help="each 'checkpointing|none[,batch=N][,optimizer=paged_adamw_8bit|adamw_torch][,autocast=0]'; "
                              "the default is the recipe")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--out", help="also write the results here as JSON")
+    parser.add_argument("--profile", action="store_true", help="profile one more step of the first setup")
     args = parser.parse_args()
     setups = [parse_setup(text) for text in args.setups]
+    args.first_setup = setups[0]
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
