@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import read_yaml
@@ -80,15 +80,31 @@ class TrainSettings(Strict):
     optimizer: str = Field("adamw_torch", description="a transformers optim name; paged_adamw_8bit needs bitsandbytes + CUDA")
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     gradient_checkpointing: bool = False
+    # With gradient_checkpointing: recompute only micro-batches of more than this many tokens. The longest rows set
+    # the memory peak while most tokens sit in short rows, so this bounds memory for a fraction of the recompute
+    # cost (BENCHMARKS.md, "LoRA SFT on the CPU"). null = every micro-batch.
+    gradient_checkpointing_above: int | None = Field(None, gt=0)
     packing: bool = False
     # Concatenate each batch into one row (no padding tokens computed); the model's block-diagonal mask keeps
     # examples from attending to each other. With the bf16 frozen base: median 1.62x the padded default here.
     padding_free: bool = True
+    # Pad each padding-free row at its end to a multiple of this many tokens (null: no padding). The CPU's matrix
+    # kernels (oneDNN) cache work per row length, ~21 MB for each new length: hundreds of distinct lengths grew the
+    # demo's memory by gigabytes; a few dozen bucketed ones stay bounded (BENCHMARKS.md, "LoRA SFT on the CPU").
+    # Causal attention keeps the padding out of every real token's view, and its labels are ignored.
+    pad_to_multiple_of: int | None = Field(None, gt=1)
     checkpoint_every: int = Field(50, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     eval_every: int | None = Field(None, gt=0)
     logging_every: int = Field(5, gt=0)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _threshold_needs_checkpointing(self) -> "TrainSettings":
+        if self.gradient_checkpointing_above and not self.gradient_checkpointing:
+            raise ValueError("gradient_checkpointing_above is set but gradient_checkpointing is false: set "
+                             "gradient_checkpointing: true to checkpoint the long micro-batches, or remove the threshold")
+        return self
 
 
 class EvalSettings(Strict):

@@ -110,6 +110,10 @@ def test_malformed_sources_name_the_file_and_position(source_mirror, recipe_file
     ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {weight: -1}}}", "data.tasks.cti-mcq.weight"),
     ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {}}, seeds: 3}", "data.seeds: Extra inputs"),
     ("name: [unclosed", "is not valid YAML"),
+    ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {}}}\ntrain: {gradient_checkpointing_above: 512}",
+     "train: Value error, gradient_checkpointing_above is set but gradient_checkpointing is false"),
+    ("name: x\ndata: {sources: [], license_allow: [], tasks: {cti-mcq: {}}}\n"
+     "train: {gradient_checkpointing: true, gradient_checkpointing_above: 0}", "train.gradient_checkpointing_above"),
 ])
 def test_bad_recipes_name_the_key(tmp_path, text, message):
     path = tmp_path / "r.yaml"

@@ -249,3 +249,85 @@ def test_a_bf16_base_merges_into_a_bf16_folder_that_answers_like_the_adapter(tin
     with torch.no_grad():
         a, b = adapter(ids).logits, folded(ids).logits
     assert (a.argmax(-1) == b.argmax(-1)).all() and (a - b).abs().max().item() < 0.05  # bf16 rounding of the sums only
+
+
+def test_checkpointing_only_long_batches_recomputes_those_alone_and_trains_the_same(tiny_qwen3, source_mirror, tmp_path,
+                                                                                      monkeypatch):
+    import transformers.modeling_utils as modeling_utils
+    from torch.utils.checkpoint import checkpoint
+
+    from cybersecqwen.train.sft import build_trainer
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=6)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+    # Two examples per padding-free micro-batch: twice the median example splits the batches into long and short.
+    above = 2 * json.loads((corpus / "manifest.json").read_text())["tokens"]["median"]
+    forwards: list[list[int]] = []  # [tokens, checkpointed layer calls] for each training forward
+
+    def counting_checkpoint(function, *args, **kwargs):
+        forwards[-1][1] += 1
+        return checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counting_checkpoint)  # what the Trainer's enable binds
+
+    def losses(checkpointing: bool, threshold: int | None) -> list[float]:
+        recipe = load_recipe(recipe_path)
+        recipe.train.gradient_checkpointing, recipe.train.gradient_checkpointing_above = checkpointing, threshold
+        trainer, _, _ = build_trainer(recipe, corpus, tmp_path / f"run-{checkpointing}-{threshold}")
+        trainer.args.save_strategy = "no"
+        backbone = trainer.model.get_base_model().base_model
+        backbone.register_forward_pre_hook(lambda module, args, kwargs: forwards.append([kwargs["input_ids"].numel(), 0]),
+                                           with_kwargs=True)
+        trainer.train()
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    plain = losses(False, None)
+    assert forwards and all(calls == 0 for _, calls in forwards)
+    forwards.clear()
+    selective = losses(True, above)
+    layers = 2  # the tiny Qwen3's decoder layers
+    long = [calls for tokens, calls in forwards if tokens > above]
+    short = [calls for tokens, calls in forwards if tokens <= above]
+    assert long and short, forwards
+    assert all(calls == layers for calls in long) and all(calls == 0 for calls in short), forwards
+    assert selective == pytest.approx(plain, abs=1e-4)  # recomputing activations does not change what is learned
+
+
+def test_rows_padded_to_a_multiple_train_exactly_like_unpadded_ones(tiny_qwen3, source_mirror, tmp_path):
+    from cybersecqwen.train.sft import PadRowEnds, build_trainer
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=3)  # fp32: no kernel rounding in the comparison
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+
+    def trained(multiple: int | None):
+        recipe = load_recipe(recipe_path)
+        recipe.train.pad_to_multiple_of = multiple
+        trainer, _, _ = build_trainer(recipe, corpus, tmp_path / f"run-{multiple}")
+        trainer.args.save_strategy = "no"
+        return trainer
+
+    padded = trained(32)
+    assert isinstance(padded.data_collator, PadRowEnds)
+    for batch in [b for _, b in zip(range(4), padded.get_train_dataloader())]:
+        ids, positions = batch["input_ids"], batch["position_ids"]
+        assert ids.shape[-1] % 32 == 0 and int(batch["cu_seq_lens_q"][-1]) == ids.shape[-1]
+        # The padding continues the last sequence: no new sequence starts at position 0.
+        assert int((positions[0] == 0).sum()) == len(batch["cu_seq_lens_q"]) - 1
+    examples = [padded.train_dataset[i] for i in range(2)]
+    plain_batch, padded_batch = padded.data_collator.collator(examples), padded.data_collator(examples)
+    assert padded_batch["input_ids"].shape[-1] > plain_batch["input_ids"].shape[-1]
+    padded.model.eval()
+    import torch
+
+    with torch.no_grad():
+        assert padded.compute_loss(padded.model, dict(padded_batch)).item() == pytest.approx(
+            padded.compute_loss(padded.model, dict(plain_batch)).item(), abs=1e-5)
+    padded.model.train()
+    padded.train()
+    plain = trained(None)
+    plain.train()
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (padded, plain)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+    assert padded.state.num_input_tokens_seen == plain.state.num_input_tokens_seen  # padding is not counted as tokens

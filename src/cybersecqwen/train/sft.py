@@ -259,13 +259,81 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     )
     peft_config = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                              target_modules=targets, task_type="CAUSAL_LM")
+    if settings.gradient_checkpointing and settings.gradient_checkpointing_above:
+        checkpoint_long_batches_only(model, settings.gradient_checkpointing_above)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(val_rows) if val_rows and settings.eval_every else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or [])
+    if padding_free and settings.pad_to_multiple_of:
+        trainer.data_collator = PadRowEnds(trainer.data_collator, settings.pad_to_multiple_of, tokenizer.pad_token_id)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; metrics.jsonl and the rich line replace them
     return trainer, machine, base
+
+
+class PadRowEnds:
+    """Wraps the padding-free collator: each row gets padding tokens at its end up to a multiple of `multiple`.
+
+    The padding continues the row's last positions (not a new sequence at position 0, which would make transformers
+    build a block-diagonal mask), carries label -100 and, under causal attention, is seen by no real token: the loss
+    and gradients are the real tokens' own. What it buys is a bounded set of row lengths for the CPU kernels' caches.
+    """
+
+    def __init__(self, collator, multiple: int, pad_token_id: int | None) -> None:
+        if pad_token_id is None:
+            raise CybersecqwenError("train.pad_to_multiple_of needs a tokenizer with a pad token; set it to null")
+        self.collator, self.multiple, self.pad_token_id = collator, multiple, pad_token_id
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        ids = batch["input_ids"]
+        extra = -ids.shape[-1] % self.multiple
+        if extra:
+            rows = ids.shape[0]
+            batch["input_ids"] = torch.cat([ids, ids.new_full((rows, extra), self.pad_token_id)], dim=-1)
+            batch["labels"] = torch.cat([batch["labels"], batch["labels"].new_full((rows, extra), -100)], dim=-1)
+            positions = batch["position_ids"]
+            following = positions[:, -1:] + torch.arange(1, extra + 1, dtype=positions.dtype)
+            batch["position_ids"] = torch.cat([positions, following], dim=-1)
+            # The variable-length attention kernels' view of the row: the last sequence now ends with the padding.
+            for key in ("cu_seq_lens_q", "cu_seq_lens_k"):
+                if key in batch:
+                    batch[key] = batch[key].clone()
+                    batch[key][-1] += extra
+            for key, cu in (("max_length_q", "cu_seq_lens_q"), ("max_length_k", "cu_seq_lens_k")):
+                if key in batch and cu in batch:
+                    batch[key] = int((batch[cu][1:] - batch[cu][:-1]).max())
+            if "seq_idx" in batch:
+                batch["seq_idx"] = torch.cat([batch["seq_idx"], batch["seq_idx"][:, -1:].expand(rows, extra)], dim=-1)
+        return batch
+
+
+def checkpoint_long_batches_only(model: torch.nn.Module, above: int) -> None:
+    """Before each forward, switch gradient checkpointing on for micro-batches of more than `above` tokens only.
+
+    The Trainer enables checkpointing on every decoder layer (`GradientCheckpointingLayer`, which reads its flag on
+    each call); this hook then sets the flag per micro-batch. Activations grow with the batch's tokens, so the
+    longest rows set the peak; the many short rows keep their activations and skip the recomputed forward.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    if not layers:
+        raise CybersecqwenError(f"train.gradient_checkpointing_above: {type(model).__name__} has no checkpointable "
+                                "decoder layers; set it to null to checkpoint with the model's own mechanism")
+
+    def choose(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")[..., 0]
+        long_batch = ids.numel() > above
+        for layer in layers:
+            layer.gradient_checkpointing = long_batch
+
+    # On the backbone, not the outer model: PEFT calls the outer model's forward directly (no hooks run), while
+    # both the plain forward and TRL's fused LM head call the backbone as a module.
+    getattr(model, "base_model", model).register_forward_pre_hook(choose, with_kwargs=True)
 
 
 def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None) -> dict[str, Any]:
