@@ -82,7 +82,7 @@ class TrainSettings(Strict):
     gradient_checkpointing: bool = False
     # With gradient_checkpointing: recompute only micro-batches of more than this many tokens. The longest rows set
     # the memory peak while most tokens sit in short rows, so this bounds memory for a fraction of the recompute
-    # cost (BENCHMARKS.md, "LoRA SFT on the CPU"). null = every micro-batch.
+    # cost (BENCHMARKS.md, "Memory of the CPU training path"). null = every micro-batch.
     gradient_checkpointing_above: int | None = Field(None, gt=0)
     packing: bool = False
     # Concatenate each batch into one row (no padding tokens computed); the model's block-diagonal mask keeps
@@ -90,7 +90,7 @@ class TrainSettings(Strict):
     padding_free: bool = True
     # Pad each padding-free row at its end to a multiple of this many tokens (null: no padding). The CPU's matrix
     # kernels (oneDNN) cache work per row length, ~21 MB for each new length: hundreds of distinct lengths grew the
-    # demo's memory by gigabytes; a few dozen bucketed ones stay bounded (BENCHMARKS.md, "LoRA SFT on the CPU").
+    # demo's memory by gigabytes; a few dozen bucketed ones stay bounded (BENCHMARKS.md, "Memory of the CPU training path").
     # Causal attention keeps the padding out of every real token's view, and its labels are ignored.
     pad_to_multiple_of: int | None = Field(None, gt=1)
     checkpoint_every: int = Field(50, gt=0)

@@ -349,6 +349,8 @@ def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None)
                "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history,
                # the process's peak resident memory so far (Linux reports KiB); under `run`, earlier stages count too
                "process_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)}
+    if torch.cuda.is_available():  # this process's GPU peak (PyTorch's allocations on its current device)
+        summary["gpu_peak_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     if trainer.is_world_process_zero():  # launch-agnostic: under accelerate only rank 0 writes
         if not interrupted:
             trainer.model.save_pretrained(out / "adapter")
