@@ -89,7 +89,7 @@ class TrainSettings(Strict):
     # examples from attending to each other. With the bf16 frozen base: median 1.62x the padded default here.
     padding_free: bool = True
     # Pad each padding-free row at its end to a multiple of this many tokens (null: no padding). The CPU's matrix
-    # kernels (oneDNN) cache work per row length, ~21 MB for each new length: hundreds of distinct lengths grew the
+    # kernels (oneDNN) cache work per row length, ~20 MB for each new length: hundreds of distinct lengths grew the
     # demo's memory by gigabytes; a few dozen bucketed ones stay bounded (BENCHMARKS.md, "Memory of the CPU training path").
     # Causal attention keeps the padding out of every real token's view, and its labels are ignored.
     pad_to_multiple_of: int | None = Field(None, gt=1)

@@ -297,13 +297,13 @@ class PadRowEnds:
             following = positions[:, -1:] + torch.arange(1, extra + 1, dtype=positions.dtype)
             batch["position_ids"] = torch.cat([positions, following], dim=-1)
             # The variable-length attention kernels' view of the row: the last sequence now ends with the padding.
-            for key in ("cu_seq_lens_q", "cu_seq_lens_k"):
-                if key in batch:
-                    batch[key] = batch[key].clone()
-                    batch[key][-1] += extra
-            for key, cu in (("max_length_q", "cu_seq_lens_q"), ("max_length_k", "cu_seq_lens_k")):
-                if key in batch and cu in batch:
-                    batch[key] = int((batch[cu][1:] - batch[cu][:-1]).max())
+            for side in ("q", "k"):
+                if f"cu_seq_lens_{side}" in batch:
+                    bounds = batch[f"cu_seq_lens_{side}"].clone()
+                    bounds[-1] += extra
+                    batch[f"cu_seq_lens_{side}"] = bounds
+                    if f"max_length_{side}" in batch:
+                        batch[f"max_length_{side}"] = int((bounds[1:] - bounds[:-1]).max())
             if "seq_idx" in batch:
                 batch["seq_idx"] = torch.cat([batch["seq_idx"], batch["seq_idx"][:, -1:].expand(rows, extra)], dim=-1)
         return batch
