@@ -25,6 +25,7 @@ import gc
 import importlib.util
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -50,20 +51,26 @@ def flops_per_token(config, seq: int, lora_params: int, recompute: bool) -> floa
     return base + lora + attention
 
 
+def refuse(message: str) -> None:
+    """Bad input: one line, exit 2, before any work."""
+    print(f"train_gpu: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def parse_setup(text: str) -> dict:
     """`checkpointing,batch=4,optimizer=paged_adamw_8bit`-style: the first word is checkpointing or none."""
     words = text.split(",")
     if words[0] not in ("checkpointing", "none"):
-        raise SystemExit(f"--setups: {text!r} must start with 'checkpointing' or 'none' (gradient checkpointing)")
+        refuse(f"--setups: {text!r} must start with 'checkpointing' or 'none' (gradient checkpointing)")
     setup = {"checkpointing": words[0] == "checkpointing", "batch": None, "optimizer": "paged_adamw_8bit",
              "autocast": 1}
     for word in words[1:]:
         key, _, value = word.partition("=")
         if key not in ("batch", "optimizer", "autocast") or not value:
-            raise SystemExit(f"--setups: {word!r} in {text!r} is not batch=N, optimizer=NAME or autocast=0|1")
+            refuse(f"--setups: {word!r} in {text!r} is not batch=N, optimizer=NAME or autocast=0|1")
         setup[key] = value if key == "optimizer" else int(value)
     if setup["optimizer"] not in ("paged_adamw_8bit", "adamw_torch"):
-        raise SystemExit(f"--setups: optimizer {setup['optimizer']!r} is not paged_adamw_8bit or adamw_torch")
+        refuse(f"--setups: optimizer {setup['optimizer']!r} is not paged_adamw_8bit or adamw_torch")
     return setup
 
 
@@ -187,7 +194,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: PyTorch sees no CUDA GPU here; use --tiny --device cpu for a smoke run")
+        refuse("--device cuda: PyTorch sees no CUDA GPU here; use --tiny --device cpu for a smoke run")
     import peft
     import transformers
 
