@@ -21,7 +21,7 @@ LAYERS = [
     {"tasks", "models"},
     {"catalogs"},
     {"datafiles"},
-    {"io"},
+    {"io", "progress"},
     {"errors", "__init__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -118,6 +118,19 @@ class EvalSettings(Strict):
     trials: int | None = Field(None, gt=0, description="override the protocol's trials (cisco: 10)")
     seed: int = 42
 
+    @model_validator(mode="after")
+    def _mode_fits_answer_forms(self) -> "EvalSettings":
+        """Choice scoring only where the task's answer form starts with its choice (tasks/base.py AnswerForm)."""
+        from cybersecqwen.tasks import get_task, parse_task_list
+
+        if self.mode == "logprob":
+            for name in parse_task_list(self.tasks):
+                for protocol in self.protocols:
+                    refusal = get_task(name).choice_mode_refusal(protocol)
+                    if refusal:
+                        raise ValueError(refusal)
+        return self
+
 
 class HeadsSettings(Strict):
     """The specialist heads `cybersecqwen run` trains, fuses with the quantized model and scores beside it."""

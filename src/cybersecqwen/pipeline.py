@@ -21,6 +21,7 @@ from cybersecqwen import __version__
 from cybersecqwen.config import Recipe
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import write_json
+from cybersecqwen.progress import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class Pipeline:
             if stage in HEADS_STAGES and not self.recipe.heads.enabled:
                 write_json(self.output(stage) if stage == "fuse" else self.output(stage) / "DISABLED.json", {"heads": "disabled"})
             else:
-                getattr(self, "stage_" + stage.replace("-", "_"))()
+                with heartbeat(stage):  # a log file hears from a long stage at least every 30 s
+                    getattr(self, "stage_" + stage.replace("-", "_"))()
             self.state["stages"][stage].update(finished=True, seconds=round(time.perf_counter() - began, 1),
                                                peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2))
             self.save_state()
@@ -171,6 +173,7 @@ class Pipeline:
             raise CybersecqwenError("training was interrupted (checkpoint saved); rerun `cybersecqwen run` to resume")
         self.state["train"] = {"wall_seconds": round(time.perf_counter() - started, 1), "steps": summary["global_step"],
                                "tokens": summary["tokens_seen"], "train_loss": summary["train_loss"],
+                               "budget": summary.get("budget"),
                                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
 
     def stage_merge(self) -> None:

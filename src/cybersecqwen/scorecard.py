@@ -17,6 +17,7 @@ from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.evaluate.compare import compare_runs
 from cybersecqwen.evaluate.references import describe, load_references, placed, run_settings
 from cybersecqwen.io import png_figure, write_json, write_text
+from cybersecqwen.models.card import budget_line
 
 MODELS = (("base", "eval-base"), ("tuned", "eval-tuned"), ("quantized", "eval-quant"), ("heads", "eval-heads"),
           ("fused", "eval-fused"))
@@ -117,6 +118,9 @@ def build(pipeline) -> dict[str, Any]:
         for task_name, base_entry in reports["base"]["tasks"].items():
             metric = base_entry["headline"][0]
             row: dict[str, Any] = {"metric": metric, "higher_is_better": base_entry["higher_is_better"], "n_items": base_entry["n_items"],
+                                   # how each model was scored: log-probabilities of the choices, or generation + parsing
+                                   "modes": {label: report["tasks"][task_name].get("mode") for label, report in reports.items()
+                                             if task_name in report["tasks"]},
                                    "trivial_baseline": base_entry["trivial_baseline"]["sample"].get(metric),
                                    "trivial_answer": base_entry["trivial_baseline"]["answer"], "models": {}}
             for label, report in reports.items():
@@ -179,22 +183,50 @@ def fmt(value, percent: bool = True) -> str:
     return f"{value:.1%}" if percent else f"{value:.2f}"
 
 
+MODE_WORDS = {"logprob": "log-probabilities of the choices after the trained answer's prefix (no generation, no parsing)",
+              "generate": "generation, then the protocol's answer rules"}
+
+
+def tuned_vs_base(row: dict[str, Any], percent: bool) -> str | None:
+    """In words: did training move this task, measured in the same mode for both models?"""
+    paired, tuned, base = row.get("tuned_vs_base"), row["models"].get("tuned"), row["models"].get("base")
+    if not paired or not tuned or not base or paired.get("p_value") is None:
+        return None
+    better = paired["difference_b_minus_a"] > 0 if row["higher_is_better"] else paired["difference_b_minus_a"] < 0
+    significant = paired["p_value"] < 0.05
+    said = ("the tuned model beats its base" if better and significant else
+            "the tuned model is WORSE than its base" if significant else "the tuned model does NOT significantly differ from its base")
+    return f"\n**Did training teach this task?** {said} (paired p = {paired['p_value']:.3g}); tuned {tuned['verdict']}."
+
+
 def markdown(card: dict[str, Any], serve_hint: str) -> str:
     lines = [f"# Scorecard: {card['recipe']}", "",
              "Same seeded items for every model. 95% bootstrap CIs; paired tests on shared items (McNemar exact for",
              "right/wrong tasks, Wilcoxon for scores). The trivial baseline is the answer key's most common answer.", ""]
+    budget = (card.get("train") or {}).get("budget")
+    if card.get("train"):
+        lines += [f"**What the tuned model trained**: {budget_line(budget)}.", ""]
     for protocol, tasks in card["protocols"].items():
         lines += [f"## Protocol: {protocol}", ""]
         for task_name, row in tasks.items():
             percent = not row["metric"].endswith("mad")
             lines += [f"### {task_name} ({row['metric']}, {row['n_items']} items; trivial baseline "
                       f"'{row['trivial_answer']}' = {fmt(row['trivial_baseline'], percent)})", "",
-                      "| model | items | value | 95% CI | parse failures | verdict |", "|---|---|---|---|---|---|"]
+                      ]
+            modes = set((row.get("modes") or {}).values())
+            if len(modes) == 1:
+                lines += [f"Scored for every model by {MODE_WORDS.get(next(iter(modes)), next(iter(modes)))}.", ""]
+            elif modes:
+                lines += ["Scored in DIFFERENT modes (not comparable): " + ", ".join(f"{k} {v}" for k, v in row["modes"].items()), ""]
+            lines += ["| model | items | value | 95% CI | parse failures | verdict |", "|---|---|---|---|---|---|"]
             for label, model in row["models"].items():
                 ci = model["ci95"]
                 ci_text = f"[{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "n/a"
                 lines.append(f"| {LABELS.get(label, label)} | {model.get('n_items', row['n_items'])} | {fmt(model['value'], percent)} | "
                              f"{ci_text} | {fmt(model['parse_failure_rate'])} | {model['verdict']} |")
+            said = tuned_vs_base(row, percent)
+            if said:
+                lines.append(said)
             lines += heads_verdicts(row, percent)
             for key in (f"{b}_vs_{a}" for a, b in PAIRS):
                 if key in row:

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.progress import track
+from cybersecqwen.progress import track
 
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
@@ -58,7 +58,7 @@ def audit_file(path: Path, data_dir: Path | None = None, index: BenchmarkIndex |
     reasons: Counter[tuple[str, str]] = Counter()
     flagged_examples = 0
     samples = []
-    for number, text in enumerate(track(texts, description="auditing", transient=True), start=1):
+    for number, text in enumerate(track(texts, description="auditing"), start=1):
         hits = index.check(text)
         if not hits:
             continue

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from rich.progress import track
+from cybersecqwen.progress import track
 
 from cybersecqwen import catalogs, datafiles
 from cybersecqwen.config import Recipe
@@ -67,7 +67,7 @@ def drop_duplicates(examples: list[Example], threshold: float, dropped: Counter)
         unique.append(example)
     kept = []
     indexes: dict[str, MinHashLSH] = {}
-    for number, example in enumerate(track(unique, description="near-duplicates", transient=True)):
+    for number, example in enumerate(track(unique, description="near-duplicates")):
         # Compare the item's own text: the shared instructions would make every pair look alike.
         tokens = normalised(example.content).split()
         shingles = {" ".join(tokens[i : i + 5]).encode() for i in range(max(1, len(tokens) - 4))}
@@ -164,7 +164,7 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
 
     contamination: Counter = Counter()
     clean = []
-    for example, length in track(fitting, description="decontaminating", transient=True):
+    for example, length in track(fitting, description="decontaminating"):
         # The source id goes into the check too: it carries the ATT&CK page URL a CTI-ATE/TAA item came from.
         hits = index.check(f"{example.content}\n{example.messages[-1][1]}\n{example.source_id}")
         if hits:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cybersecqwen import __version__
 from cybersecqwen.errors import CybersecqwenError
@@ -24,6 +24,7 @@ from cybersecqwen.evaluate import report as report_writer
 from cybersecqwen.evaluate import responses as responses_file
 from cybersecqwen.evaluate.scoring import Response, score_task, trial_summary
 from cybersecqwen.io import write_json
+from cybersecqwen.progress import bars
 from cybersecqwen.models.card import record_eval, weights_sha256
 from cybersecqwen.models import ChoiceRequest, GenerationRequest, ModelSpec, load_backend, resolve_model
 from cybersecqwen.models.base import BASE_MODEL_HINT
@@ -108,6 +109,9 @@ def plan_eval(cfg: EvalConfig, responder: Any = None) -> EvalPlan:
     tasks = [get_task(name) for name in cfg.tasks]
     for task in tasks:
         task.check_protocol(cfg.protocol)
+        refusal = task.choice_mode_refusal(cfg.protocol) if cfg.mode == "logprob" else None
+        if refusal:
+            raise CybersecqwenError(refusal)
     items = {task.name: task.load(cfg.data_dir, cfg.download) for task in tasks}
     # Few-shot exemplars for base models come from the rows the protocol keeps.
     pools = {t.name: [i for i in items[t.name] if i.index not in t.skipped_indexes(cfg.protocol)] for t in tasks}
@@ -315,6 +319,6 @@ def _baseline_metrics(task: Task, items: list[Item], answer, rules: str) -> dict
     return clean(dict(task.metrics(totals, rules)))
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), transient=False)
+def _progress():
+    return bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn())

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 from joblib import Parallel, delayed
-from rich.progress import track
+from cybersecqwen.progress import track
 
 from cybersecqwen import __version__, catalogs
 from cybersecqwen.errors import CybersecqwenError
@@ -230,7 +230,7 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
     heads: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     features: dict[tuple[str, ...], tuple] = {}
-    for spec in track(SPECS, description="heads", transient=True):
+    for spec in track(SPECS, description="heads"):
         check = valid.get(spec.name, lambda label: True)
         train, val = split_examples(examples, spec.tasks)
         train_texts, train_labels, dropped = labelled(spec, train, check)

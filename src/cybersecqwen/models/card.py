@@ -43,6 +43,20 @@ def eval_entry(report: dict[str, Any]) -> dict[str, Any]:
                        for task, entry in report["tasks"].items()}}
 
 
+def budget_line(budget: dict[str, Any] | None) -> str:
+    """What a run trained beside its plan, in words (the card and the scorecard say it the same way)."""
+    if not budget:
+        return "not recorded (trained before cybersecqwen recorded budgets)"
+    plan = budget["plan"]
+    line = (f"{budget['examples_seen']:,} examples ({budget['epochs']:.3g} epochs of {budget['train_examples']:,}), "
+            f"{budget['tokens_seen']:,} tokens, {budget['optimizer_steps']} optimizer steps of {budget['rows_per_step']} rows; "
+            f"the recipe planned {plan['optimizer_steps']} steps = {plan['epochs']:.3g} epochs ({plan['set_by']})")
+    if budget["epochs"] < 1.0:
+        line += (". Under one epoch: a smoke-scale run that shows the pipeline works, not the recipe's result; the full "
+                 "recipe (configs/recipes/cybersecqwen-4b.yaml: 10 epochs of Qwen3-4B) runs on a GPU")
+    return line
+
+
 def render(facts: dict[str, Any]) -> str:
     training = facts.get("training") or {}
     front = ["---", f"license: {facts['license']}", "---", ""] if facts.get("license") else []
@@ -52,6 +66,7 @@ def render(facts: dict[str, Any]) -> str:
                      f"- base model: `{facts['base']}`",
                      f"- recipe: `{facts['recipe']}`; steps {training.get('steps')}, final train loss {training.get('train_loss')}",
                      f"- corpus manifest sha256: `{facts.get('corpus_manifest_sha256') or 'unknown'}`",
+                     f"- trained: {budget_line(training.get('budget'))}",
                      f"- weights sha256: `{facts.get('weights_sha256') or 'unknown'}`",
                      f"- training machine settings: `{json.dumps(training.get('machine'))}`", "", "## Evaluation", ""]
     evals = facts.get("eval") or {}

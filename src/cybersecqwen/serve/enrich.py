@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cybersecqwen.progress import bars
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import write_text
@@ -146,5 +148,5 @@ def stix_bundle(records: Iterator[dict[str, Any]], task: str):
     return stix2.Bundle(objects=list(patterns.values()) + objects, allow_custom=False)
 
 
-def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+def progress():
+    return bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())

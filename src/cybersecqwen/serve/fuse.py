@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import track
+from cybersecqwen.progress import track
 
 from cybersecqwen.heads import load_heads
 from cybersecqwen.heads.fusion import (FORMAT, expected_calibration_error, fused_probabilities, label_probabilities, learn_label_weights,
@@ -98,7 +98,7 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
                 jobs[job] = {**dict(zip(("weights", "review_below"), (Fusion.default(heads, backend).weights[job], 0.5))),
                              "skipped": f"no {head_name} head or no validation items"}
                 continue
-            progress = track(rows, description=f"fusion {job}", transient=True)
+            progress = track(rows, description=f"fusion {job}")
             if job == "attack":
                 labelled = [label_features(service, text, gold) for _, text, gold in progress]
                 weights = learn_label_weights([(x, y) for x, y, _ in labelled])

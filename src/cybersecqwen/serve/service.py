@@ -284,8 +284,10 @@ class CtiService:
             fields = {"Question": question, **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
             letters = LETTERS[: len(options)]
             mcq = get_task("cti-mcq")
-            probabilities = np.exp(log_softmax(np.array(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters,
-                                                                               mcq.choice_prefix("ctibench"))))))
+            prefix = mcq.choice_prefix("ctibench")
+            if prefix is None:
+                raise CybersecqwenError(mcq.choice_mode_refusal("ctibench"))
+            probabilities = np.exp(log_softmax(np.array(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters, prefix)))))
             best = int(np.argmax(probabilities))
             return {"answer": letters[best], "option": options[best], "confidence": round(float(probabilities[best]), 4),
                     "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),

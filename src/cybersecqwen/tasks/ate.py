@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
-from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
+from cybersecqwen.tasks.base import INVALID, Answer, AnswerForm, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import strip_markdown
 from cybersecqwen.tasks.registry import register
 
@@ -46,7 +46,9 @@ class ATE(Task):
     primary_metric = "micro_f1"
     protocols = ("ctibench",)
     item_text_fields = ("Description",)
-    answer_prefix = "- "
+    # One line per technique (id, name, the quoted evidence), then the ids alone on the last line; the server scores
+    # each line's "<T-id> (<name>)" after "- ".
+    answer_form = AnswerForm("technique-lines-then-ids", '- {choice}: "{evidence}"', choice="{value} ({label})")
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], frozenset(technique_ids(row["GT"])), dict(row))
@@ -59,14 +61,13 @@ class ATE(Task):
         text = prompt.split("**Text:** ", 1)[-1]
         return text.split("  **List of All MITRE ", 1)[0]
 
-    def choice_text(self, value: str, label: str) -> str:
-        return f"{value} ({label})"
-
     def render_answer(self, evidence: Mapping[str, str], names: Mapping[str, str]) -> str:
-        """The trained answer: one line per technique (id, name, the quoted evidence), then the ids on the last line."""
         ids = sorted(evidence)
-        lines = [f"{self.answer_prefix}{self.choice_text(t, names.get(t, 'technique'))}: \"{evidence[t]}\"" for t in ids]
+        lines = [self.answer_form.render(t, names.get(t, "technique"), evidence=evidence[t]) for t in ids]
         return "\n".join(lines) + "\n\n" + ", ".join(ids)
+
+    def answer_value(self, evidence: Mapping[str, str], names: Mapping[str, str]) -> frozenset[str]:
+        return frozenset(t.split(".")[0] for t in evidence)
 
     def extract(self, response: str, rules: str) -> Answer:
         if rules == "robust":

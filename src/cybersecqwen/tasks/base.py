@@ -11,7 +11,9 @@ any task-specific code in the evaluator.
 from __future__ import annotations
 
 import csv
+import json
 import random
+import string
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -51,6 +53,48 @@ class Answer:
 
 
 INVALID = Answer(None, "invalid")
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    """A task's answer, declared once: the text the corpus trains, and what choice scoring scores after which prefix.
+
+    `template` is the trained answer as a `str.format` template: `{choice}` stands where the answer names its choice
+    (written by `choice`, a template of `value`, the answer, and `label`, its catalog name), `{value}` is the answer
+    itself, and every other field is a fact the corpus builder supplies. The prefix choice scoring scores after is the
+    fixed text before `{choice}`; when a fact comes first there is none, and choice scoring is not valid for a model
+    trained on the form (its reply does not start with the choice). Training (`render`), serving and evaluation
+    (`prefix`, `choice_text`) all read this one declaration; `tests/corpus/test_contract.py` proves they agree.
+    """
+
+    name: str
+    template: str
+    choice: str = "{value}"
+    json_facts: bool = False  # facts are written as JSON strings (an answer that is a JSON object)
+
+    def choice_text(self, value: str, label: str = "") -> str:
+        return self.choice.format(value=value, label=label)
+
+    def render(self, value: str, label: str = "", **facts: str) -> str:
+        if self.json_facts:
+            facts = {k: json.dumps(v, ensure_ascii=False) for k, v in facts.items()}
+        return self.template.format(choice=self.choice_text(value, label), value=value, **facts)
+
+    @property
+    def prefix(self) -> str | None:
+        """The fixed text before the choice, or None when a fact (or nothing: no `{choice}`) decides where it stands."""
+        head = []
+        for literal, field_name, _, _ in string.Formatter().parse(self.template):
+            head.append(literal)
+            if field_name == "choice":
+                return "".join(head)
+            if field_name is not None:
+                return None
+        return None
+
+    def why_not_choice_scoring(self) -> str:
+        return (f"answers trained in the form '{self.name}' do not start with their choice "
+                f"({self.template!r}), so the first tokens of the reply say little about the choice; generate instead")
 
 
 @dataclass(frozen=True)
@@ -102,9 +146,8 @@ class Task(ABC):
     choices: tuple[str, ...] | None = None
     # The item's own text, without the task's fixed instructions: what decontamination compares.
     item_text_fields: tuple[str, ...] = ()
-    # Where a served answer starts before the choice the server scores (see `choice_text`); None: not served
-    # by choice scoring. A test checks that prefix + choice starts the answer the corpus trains.
-    answer_prefix: str | None = None
+    # The form of the answer the corpus trains (see AnswerForm); None: free text, never scored by choices.
+    answer_form: AnswerForm | None = None
     # A task whose prompt and answers are another's (CTI-RCM-2021 is CTI-RCM on older CVEs) trains on that
     # task's corpus examples instead of having a builder of its own.
     trained_as: str | None = None
@@ -176,9 +219,24 @@ class Task(ABC):
         """The chat messages for a new input: what the corpus trains on and the server sends."""
         return self.messages(Item(-1, self.build_prompt(fields), None, fields), protocol)
 
-    def choice_text(self, value: str, label: str) -> str:
+    @property
+    def answer_prefix(self) -> str | None:
+        """Where a served answer starts before the choice the server scores; None: not served by choice scoring."""
+        return self.answer_form.prefix if self.answer_form else None
+
+    def choice_text(self, value: str, label: str = "") -> str:
         """How the answer the corpus trains names one choice (an id and its catalog name), after `answer_prefix`."""
-        raise CybersecqwenError(f"task {self.name} does not serve answers by choice scoring")
+        if self.answer_prefix is None:
+            raise CybersecqwenError(f"task {self.name} does not serve answers by choice scoring")
+        return self.answer_form.choice_text(value, label)
+
+    def render_answer(self, **facts: Any) -> str | None:
+        """The answer the corpus trains, written from source facts in the task's answer form."""
+        raise CybersecqwenError(f"task {self.name} has no trained answer")
+
+    def answer_value(self, **facts: Any) -> Any:
+        """The gold answer the facts of `render_answer` state (what `extract` must read back from the trained answer)."""
+        raise CybersecqwenError(f"task {self.name} states no gold answer from facts")
 
     # --- base (pretrained) models: Cisco prompts them 5-shot, exemplars drawn from the benchmark itself ----
     base_instruction: str | None = None
@@ -204,9 +262,18 @@ class Task(ABC):
         blocks = [self.base_instruction] + [f"{self.base_question(e)}\n{self.base_answer(e)}" for e in examples]
         return "\n\n".join(blocks + [self.base_question(item)]) + "\n"
 
-    def choice_prefix(self, protocol: str) -> str:
-        """Text the assistant turn starts with before the scored choice (`--mode logprob`)."""
-        return ""
+    def choice_prefix(self, protocol: str) -> str | None:
+        """Text the assistant turn starts with before the scored choice (`--mode logprob`); None: choice scoring is not
+        valid for this task's answer form under the protocol (`choice_mode_refusal` says why)."""
+        return self.answer_prefix
+
+    def choice_mode_refusal(self, protocol: str) -> str | None:
+        """One line refusing `--mode logprob` for this task under `protocol`, or None when choice scoring is valid."""
+        if not self.choices or self.choice_prefix(protocol) is not None:
+            return None
+        form = self.answer_form
+        reason = form.why_not_choice_scoring() if form else "its answers are free text"
+        return f"task {self.name}: mode logprob is not valid for answer form '{form.name if form else 'free text'}': {reason}"
 
     # --- answers ----------------------------------------------------------------------------------------
     @abstractmethod

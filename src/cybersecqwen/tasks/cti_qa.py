@@ -34,6 +34,9 @@ class CtiQA(Task):
     def render_answer(self, answer: str) -> str:
         return answer  # free text written from the catalogs' facts by the corpus builder
 
+    def answer_value(self, answer: str) -> str:
+        return answer
+
     def extract(self, response: str, rules: str) -> Answer:
         text = response.strip()
         return Answer(text, "proper") if text else INVALID

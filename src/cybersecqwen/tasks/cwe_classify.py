@@ -9,7 +9,7 @@ import json
 import re
 from typing import Mapping
 
-from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, AnswerForm
 from cybersecqwen.tasks.rcm import robust_cwe_ids
 from cybersecqwen.tasks.registry import register
 
@@ -25,16 +25,18 @@ class CweClassify(AccuracyTask):
     protocols = ("ctibench",)
     primary_metric = "accuracy"
     item_text_fields = ("Text",)
-    answer_prefix = '{"cwe_id": "'
+    # The JSON object the instruction asks for; the server scores the id after `{"cwe_id": "`.
+    answer_form = AnswerForm("json-object", '{{"cwe_id": "{choice}, "name": {name}, "justification": {justification}}}',
+                             choice='{value}"', json_facts=True)
 
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         return f"{INSTRUCTION}\n\nText: {fields['Text']}"
 
-    def choice_text(self, value: str, label: str) -> str:
-        return f'{value}"'
-
     def render_answer(self, cwe_id: str, name: str, justification: str) -> str:
-        return json.dumps({"cwe_id": cwe_id, "name": name, "justification": justification}, ensure_ascii=False)
+        return self.answer_form.render(cwe_id, name=name, justification=justification)
+
+    def answer_value(self, cwe_id: str, name: str, justification: str) -> str:
+        return cwe_id
 
     def extract(self, response: str, rules: str) -> Answer:
         match = re.search(r"\{.*\}", response, re.DOTALL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, AnswerForm, Item
 from cybersecqwen.tasks.patterns import AnswerPattern, first_match, is_refusal, strip_markdown
 from cybersecqwen.tasks.registry import register
 
@@ -53,6 +53,15 @@ ROBUST_STATEMENT = re.compile(
 ROBUST_LINE = re.compile(r"^\W*\(?([A-D])\)?(?:[).:\-\s]|$)")
 
 
+# The answer forms measured for the corpus (benchmarks/mcq_answer_form.py, BENCHMARKS.md "CTI-MCQ answer form"):
+# the letter alone is read by the release's last-line rule and by first-token choice scoring alike; the deciding
+# fact before the letter can only be scored by generation.
+ANSWER_FORMS = {
+    "letter": AnswerForm("letter", "{choice}"),
+    "fact-then-letter": AnswerForm("fact-then-letter", "{fact}\n\n{choice}"),
+}
+
+
 def ctibench_letter(response: str) -> str | None:
     """The release's rule: the last line (the one before when the last is empty) ..."""
     lines = response.split("\n")
@@ -91,6 +100,7 @@ class MCQ(AccuracyTask):
     columns = ("URL", "Question", "Option A", "Option B", "Option C", "Option D", "Prompt", "GT")
     primary_metric = "accuracy"
     choices = LETTERS
+    answer_form = ANSWER_FORMS["letter"]
     # The question alone: options are short catalog names ("Execution Prevention") shared across items.
     item_text_fields = ("Question",)
 
@@ -115,16 +125,19 @@ class MCQ(AccuracyTask):
         return f"{CTIBENCH_HEAD}**Question:** {fields['Question']}  **Options:** {options}{CTIBENCH_TAIL}"
 
     def render_answer(self, fact: str, letter: str) -> str:
-        """The trained answer: the fact that decides the question, then the letter alone on the last line (as the
-        prompt asks). Choice scoring reads the letter as the first token instead (see docs/architecture.md)."""
-        return f"{fact}\n\n{letter}"
+        """The trained answer in the task's form (the fact is written only by forms that state it)."""
+        return self.answer_form.render(letter, fact=fact)
+
+    def answer_value(self, fact: str, letter: str) -> str:
+        return letter
 
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
 
-    def choice_prefix(self, protocol: str) -> str:
-        # Cisco's prompt asks for "Answer: X"; score the letter where the model would write it.
-        return "Answer: " if protocol == "cisco" else ""
+    def choice_prefix(self, protocol: str) -> str | None:
+        # FAITH's prompt dictates its own form, "Answer: X" (the corpus never trains it): score the letter where the
+        # prompt asks for it. Under the release's prompt, the trained form decides.
+        return "Answer: " if protocol == "cisco" else self.answer_prefix
 
     def extract(self, response: str, rules: str) -> Answer:
         if rules == "cisco":

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Mapping
 
-from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, Item
+from cybersecqwen.tasks.base import INVALID, AccuracyTask, Answer, AnswerForm, Item
 from cybersecqwen.tasks.patterns import (
     AnswerPattern,
     first_match,
@@ -60,7 +60,10 @@ class RCM(AccuracyTask):
     columns = ("URL", "Description", "Prompt", "GT")
     primary_metric = "accuracy"
     item_text_fields = ("Description",)
-    answer_prefix = "The weakness behind this vulnerability is "
+    # The weakness named with its id and explained, then the id alone on the last line (the release's rule reads the
+    # last CWE id; the server scores "<name> (<CWE>)" after the opening words).
+    answer_form = AnswerForm("named-weakness-then-id", "The weakness behind this vulnerability is {choice}: {explanation}\n\n{value}",
+                             choice="{label} ({value})")
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
@@ -80,12 +83,11 @@ class RCM(AccuracyTask):
         # The release's prompt is the instruction, two spaces, the description and one trailing space.
         return f"{CISCO_INSTRUCTION}  CVE Description: {fields['Description']} "
 
-    def choice_text(self, value: str, label: str) -> str:
-        return f"{label} ({value})"
-
     def render_answer(self, cwe_id: str, name: str, explanation: str) -> str:
-        """The trained answer: the weakness named with its id and explained, then the id alone on the last line."""
-        return f"{self.answer_prefix}{self.choice_text(cwe_id, name)}: {explanation}\n\n{cwe_id}"
+        return self.answer_form.render(cwe_id, name, explanation=explanation)
+
+    def answer_value(self, cwe_id: str, name: str, explanation: str) -> str:
+        return cwe_id
 
     def cisco_prompt(self, item: Item) -> str:
         description = item.fields["Description"].strip()

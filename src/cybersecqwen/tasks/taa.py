@@ -164,6 +164,9 @@ class TAA(Task):
         known = f" (also tracked as {', '.join(aliases[:4])})" if aliases else ""
         return f"The activity is most consistent with {name}{known}. Basis: {evidence}\n\n{name}"
 
+    def answer_value(self, name: str, aliases: tuple[str, ...], evidence: str) -> str:
+        return name
+
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:  # load() is overridden
         raise NotImplementedError
 

@@ -121,6 +121,9 @@ class VSP(Task):
         score = CVSS3("CVSS:3.1/" + body).scores()[0]
         return "\n".join(lines) + f"\n\nBase score {score}.\n\nCVSS:3.1/{body}"
 
+    def answer_value(self, vector: str) -> str:
+        return vector
+
     def cisco_prompt(self, item: Item) -> str:
         return CISCO_INSTRUCTION + "\n\n" + self.base_question(item)
 

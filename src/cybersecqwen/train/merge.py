@@ -78,5 +78,6 @@ def provenance(run_dir: Path, summary: dict, weights: str | None) -> dict:
     return {"recipe": summary["recipe"], "base": summary["base"], "license": model_license(Path(summary["base"])),
             "recipe_sha256": summary.get("recipe_sha256"), "weights_sha256": weights,
             "corpus_manifest_sha256": hashlib.sha256(corpus_manifest.read_bytes()).hexdigest() if corpus_manifest.is_file() else None,
-            "training": {"steps": summary["global_step"], "train_loss": round(summary["train_loss"], 4), "machine": summary["machine"]},
+            "training": {"steps": summary["global_step"], "train_loss": round(summary["train_loss"], 4), "machine": summary["machine"],
+                         "budget": summary.get("budget")},
             "eval": evals or None}

@@ -170,10 +170,12 @@ def _rich_progress_callback():
         def on_train_begin(self, args, state, control, **kwargs):
             if not state.is_world_process_zero:
                 return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                     TimeElapsedColumn(), TimeRemainingColumn())
+            from cybersecqwen.progress import bars
+
+            self.progress = bars(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn())
             self.progress.start()
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, status="")
             self.started, self.start_tokens, self.loss = time.perf_counter(), state.num_input_tokens_seen, None
@@ -336,6 +338,24 @@ def checkpoint_long_batches_only(model: torch.nn.Module, above: int) -> None:
     getattr(model, "base_model", model).register_forward_pre_hook(choose, with_kwargs=True)
 
 
+def budget(recipe: Recipe, trainer, train_examples: int) -> dict[str, Any]:
+    """What a run trained, beside what its recipe planned: examples, tokens, optimizer steps, epochs (a fraction).
+
+    Epochs are the trainer's own count of passes over the training split, so packed rows (several examples a row)
+    count right; examples seen are epochs x training examples.
+    """
+    state = trainer.state
+    per_step = recipe.train.per_device_batch_size * recipe.train.gradient_accumulation * trainer.args.world_size
+    epochs = float(state.epoch or 0.0)
+    planned_epochs = state.max_steps * per_step / train_examples if not recipe.train.packing else None
+    return {"train_examples": train_examples, "rows_per_step": per_step, "optimizer_steps": state.global_step,
+            "examples_seen": round(epochs * train_examples), "tokens_seen": int(state.num_input_tokens_seen),
+            "epochs": round(epochs, 4),
+            "plan": {"optimizer_steps": state.max_steps,
+                     "epochs": round(planned_epochs, 4) if planned_epochs is not None else recipe.train.epochs,
+                     "set_by": "max_steps" if trainer.args.max_steps > 0 else "train.epochs"}}
+
+
 def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None) -> dict[str, Any]:
     with StopOnSignal() as stopper:
         trainer, machine, base = build_trainer(recipe, corpus, out, max_steps, make_callbacks(out, stopper))
@@ -347,6 +367,7 @@ def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None)
     summary = {"recipe": recipe.name, "recipe_sha256": recipe_hash, "base": str(base), "corpus": str(corpus), "global_step": trainer.state.global_step,
                "train_loss": result.training_loss, "resumed": resume, "interrupted": interrupted, "machine": machine,
                "tokens_seen": trainer.state.num_input_tokens_seen, "log_history": trainer.state.log_history,
+               "budget": budget(recipe, trainer, len(trainer.train_dataset)),
                # the process's peak resident memory so far (Linux reports KiB); under `run`, earlier stages count too
                "process_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)}
     if torch.cuda.is_available():  # this process's GPU peak (PyTorch's allocations on its current device)
