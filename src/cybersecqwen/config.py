@@ -117,6 +117,8 @@ class EvalSettings(Strict):
     max_tokens: int | None = Field(None, gt=0)
     trials: int | None = Field(None, gt=0, description="override the protocol's trials (cisco: 10)")
     seed: int = 42
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="transformers models' dtype in evals (auto: bf16 on a GPU, fp32 on the CPU); GGUF files ignore it")
 
     @model_validator(mode="after")
     def _mode_fits_answer_forms(self) -> "EvalSettings":

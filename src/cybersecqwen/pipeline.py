@@ -158,7 +158,7 @@ class Pipeline:
                 continue
             run_eval(EvalConfig(model=model, tasks=tasks, out=self.output(stage) / protocol,
                                 limit=self.eval.limit if limit == -1 else limit, protocol=protocol, mode=self.eval.mode,
-                                trials=self.eval.trials, max_tokens=self.eval.max_tokens, seed=self.eval.seed,
+                                trials=self.eval.trials, max_tokens=self.eval.max_tokens, seed=self.eval.seed, dtype=self.eval.dtype,
                                 data_dir=self.data_dir, download=self.download), responder)
 
     def stage_eval_base(self) -> None:

@@ -35,3 +35,29 @@ def test_verdict_needs_the_whole_interval_above_the_baseline():
     assert verdict({"value": 0.40, "ci95": [0.30, 0.50], "baseline": 0.371}, True) == "does NOT clear the trivial baseline"
     assert verdict({"value": 0.50, "ci95": [0.40, 0.60], "baseline": 0.371}, True) == "clears the trivial baseline"
     assert verdict({"value": 1.0, "ci95": [0.8, 1.2], "baseline": 1.5}, False) == "clears the trivial baseline"
+
+
+def scored_row(difference: float, p_value: float, modes: dict) -> dict:
+    model = {"value": 0.3, "ci95": [0.28, 0.32], "n_items": 2500, "parse_failure_rate": 0.0, "baseline": 0.37,
+             "verdict": "does NOT clear the trivial baseline"}
+    return {"metric": "accuracy", "higher_is_better": True, "n_items": 2500, "trivial_baseline": 0.37, "trivial_answer": "C",
+            "modes": modes, "models": {"base": model, "tuned": model},
+            "tuned_vs_base": {"difference_b_minus_a": difference, "ci95": [difference - 0.01, difference + 0.01],
+                              "p_value": p_value, "test": "mcnemar"}}
+
+
+def test_the_scorecard_says_whether_training_taught_the_task_and_how_it_was_scored():
+    from cybersecqwen.scorecard import markdown
+
+    budget = {"train_examples": 6000, "rows_per_step": 4, "optimizer_steps": 90, "examples_seen": 360, "tokens_seen": 83900,
+              "epochs": 0.06, "plan": {"optimizer_steps": 90, "epochs": 0.06, "set_by": "train.max_steps"}}
+    card = {"recipe": "r", "train": {"steps": 90, "budget": budget}, "stages": {},
+            "protocols": {"ctibench": {"cti-mcq": scored_row(0.09, 1e-30, {"base": "logprob", "tuned": "logprob"}),
+                                       "cti-rcm": scored_row(0.01, 0.6, {"base": "generate", "tuned": "generate"})}}}
+    text = markdown(card, "cybersecqwen serve ...")
+    assert "**What the tuned model trained**: 360 examples (0.06 epochs of 6,000)" in text and "smoke-scale run" in text
+    assert "Scored for every model by log-probabilities of the choices" in text
+    assert "the tuned model beats its base (paired p = 1e-30); tuned does NOT clear the trivial baseline" in text
+    assert "the tuned model does NOT significantly differ from its base (paired p = 0.6)" in text
+    mixed = markdown({**card, "protocols": {"ctibench": {"cti-mcq": scored_row(0.0, 1.0, {"base": "generate", "tuned": "logprob"})}}}, "")
+    assert "Scored in DIFFERENT modes (not comparable)" in mixed

@@ -42,3 +42,16 @@ def test_results_of_other_weights_never_enter_the_card(tmp_path):
     (folder / "model.safetensors").write_bytes(b"weights v2")  # the weights changed after the card was written
     assert not record_eval(folder, report(weights_sha256(folder)), "runs/x/eval")
     assert (folder / "README.md").read_text() == before
+
+
+def test_the_card_states_what_the_run_trained_and_calls_a_partial_epoch_a_smoke_run():
+    from cybersecqwen.models.card import budget_line
+
+    budget = {"train_examples": 6000, "rows_per_step": 4, "optimizer_steps": 90, "examples_seen": 360, "tokens_seen": 83900,
+              "epochs": 0.06, "plan": {"optimizer_steps": 90, "epochs": 0.06, "set_by": "train.max_steps"}}
+    line = budget_line(budget)
+    assert line.startswith("360 examples (0.06 epochs of 6,000), 83,900 tokens, 90 optimizer steps of 4 rows")
+    assert "smoke-scale run" in line and "cybersecqwen-4b.yaml" in line
+    full = budget_line({**budget, "examples_seen": 60000, "epochs": 10.0, "optimizer_steps": 15000,
+                        "plan": {"optimizer_steps": 15000, "epochs": 10.0, "set_by": "train.epochs"}})
+    assert "smoke-scale" not in full and "planned 15000 steps = 10 epochs" in full

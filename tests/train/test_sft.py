@@ -145,10 +145,19 @@ def test_embedded_model_trains_end_to_end_and_merges_with_parity(corpus, tmp_pat
     summary = train(load_recipe(write_recipe(tmp_path, steps=3)), corpus, run)
     assert summary["global_step"] == 3 and not summary["interrupted"]
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "loss.png").is_file()
+    # What it trained, beside the plan: 3 steps of the recipe's rows, a fraction of one epoch of the training split.
+    budget, n_train = summary["budget"], len((corpus / "train.jsonl").read_text().splitlines())
+    per_step = budget["rows_per_step"]
+    assert budget["optimizer_steps"] == 3 and budget["train_examples"] == n_train
+    assert budget["examples_seen"] == round(budget["epochs"] * n_train) == min(3 * per_step, n_train)
+    assert abs(budget["epochs"] - 3 * per_step / n_train) < 1e-3 and budget["tokens_seen"] == summary["tokens_seen"]
+    assert budget["plan"] == {"optimizer_steps": 3, "epochs": round(3 * per_step / n_train, 4), "set_by": "max_steps"}
     losses = [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert len(losses) == 3 and all(l == l and l > 0 for l in losses)
     merged_dir = merge(run, tmp_path / "merged")
     assert (merged_dir / "model.safetensors").is_file() and "corpus manifest sha256" in (merged_dir / "README.md").read_text()
+    card = (merged_dir / "README.md").read_text()
+    assert f"{budget['examples_seen']:,} examples" in card and "3 optimizer steps" in card and "smoke-scale run" in card
     from cybersecqwen.models.card import weights_sha256
 
     facts = json.loads((merged_dir / "cybersecqwen.json").read_text())

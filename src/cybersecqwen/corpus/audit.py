@@ -12,10 +12,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from cybersecqwen.progress import track
 
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.progress import track
 
 
 def strings_in(value: Any) -> Iterator[str]:

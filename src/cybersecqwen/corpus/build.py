@@ -17,16 +17,17 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cybersecqwen.progress import track
 
 from cybersecqwen import catalogs, datafiles
 from cybersecqwen.config import Recipe
 from cybersecqwen.corpus.builders import Example, build_examples
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,34 @@ def split(examples: list[Example], val_fraction: float, seed: int) -> tuple[list
     return train, val
 
 
-def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
-    started = time.perf_counter()
-    check_licenses(recipe)
-    if out.exists() and any(out.iterdir()):
-        raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never overwritten in place)")
+@dataclass
+class Pool:
+    """Every example the sources give, deduplicated, measured and decontaminated: what a corpus is mixed from."""
+
+    tokenizer_name: str
+    provenance: dict[str, dict]
+    built: Counter
+    dropped: Counter
+    contamination: Counter
+    clean: list[tuple[Example, int]]  # (example, tokens), in build order
+    split_sizes: dict[str, Any]
+
+
+# One process's pools by what decides them: `cybersecqwen run` builds the demo's corpus and the heads' corpus from the
+# same sources (they differ only in the mix and the length limit), so the second build reuses the first's pool.
+_POOLS: dict[str, Pool] = {}
+
+
+def pool_key(recipe: Recipe, data_dir: Path | None, download: bool) -> str:
+    data = recipe.data
+    return json.dumps([sorted(data.sources), sorted(data.tasks), data.seed, data.near_duplicate_threshold,
+                       recipe.model.tokenizer or recipe.model.base, str(data_dir), download], sort_keys=True)
+
+
+def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
+    key = pool_key(recipe, data_dir, download)
+    if key in _POOLS:
+        return _POOLS[key]
     tokenizer_name, tokenizer = load_tokenizer(recipe)
     records, provenance = parse_sources(recipe, data_dir, download)
     index = BenchmarkIndex.build(data_dir)
@@ -153,18 +177,10 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
     built = Counter((e.task, e.source) for e in examples)
     dropped: Counter = Counter()
     examples = drop_duplicates(examples, recipe.data.near_duplicate_threshold, dropped)
-
     lengths = token_lengths(tokenizer, examples)
-    fitting = []
-    for example, length in zip(examples, lengths):
-        if length > recipe.data.max_tokens:
-            dropped[(example.source, "too-long")] += 1
-        else:
-            fitting.append((example, length))
-
     contamination: Counter = Counter()
     clean = []
-    for example, length in track(fitting, description="decontaminating"):
+    for example, length in track(list(zip(examples, lengths)), description="decontaminating"):
         # The source id goes into the check too: it carries the ATT&CK page URL a CTI-ATE/TAA item came from.
         hits = index.check(f"{example.content}\n{example.messages[-1][1]}\n{example.source_id}")
         if hits:
@@ -173,6 +189,25 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
                 contamination[(example.source, split_name)] += 1
         else:
             clean.append((example, length))
+    _POOLS.clear()  # one pool at a time: a process building many corpora keeps only the last
+    _POOLS[key] = Pool(tokenizer_name, provenance, built, dropped, contamination, clean, index.split_sizes)
+    return _POOLS[key]
+
+
+def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
+    started = time.perf_counter()
+    check_licenses(recipe)
+    if out.exists() and any(out.iterdir()):
+        raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never overwritten in place)")
+    pool = clean_pool(recipe, data_dir, download)
+    dropped = Counter(pool.dropped)
+    clean = []
+    for example, length in pool.clean:
+        if length > recipe.data.max_tokens:
+            dropped[(example.source, "too-long")] += 1
+        else:
+            clean.append((example, length))
+    built, contamination, provenance, tokenizer_name = pool.built, pool.contamination, pool.provenance, pool.tokenizer_name
     length_of = {id(e): n for e, n in clean}
     mixed = mix([e for e, _ in clean], recipe, dropped)
     train, val = split(mixed, recipe.data.val_fraction, recipe.data.seed)
@@ -187,7 +222,7 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
         "contaminated_by_split": _nested(contamination),
         "counts": {"train": _count(train), "val": _count(val)},
         "tokens": _token_stats([length_of[id(e)] for e in train + val]),
-        "benchmark_splits_checked": index.split_sizes,
+        "benchmark_splits_checked": pool.split_sizes,
     }
     _write(out, train, val, manifest, [length_of[id(e)] for e in train + val])
     log.info("corpus built in %.1f s", time.perf_counter() - started)

@@ -28,13 +28,13 @@ from typing import Any, Callable
 
 import numpy as np
 from joblib import Parallel, delayed
-from cybersecqwen.progress import track
 
 from cybersecqwen import __version__, catalogs
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import expected_calibration_error, review_threshold
 from cybersecqwen.heads.linear import TextClassifier, featurize
 from cybersecqwen.heads.model import text_key
+from cybersecqwen.progress import track
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.vsp import CVSS_METRICS
 

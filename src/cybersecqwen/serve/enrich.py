@@ -15,10 +15,9 @@ from typing import Any, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cybersecqwen.progress import bars
-
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import write_text
+from cybersecqwen.progress import bars
 from cybersecqwen.serve.service import CtiService
 
 TASKS = ("cwe", "attack")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cybersecqwen.progress import track
 
 from cybersecqwen.heads import load_heads
 from cybersecqwen.heads.fusion import (FORMAT, expected_calibration_error, fused_probabilities, label_probabilities, learn_label_weights,
@@ -26,6 +25,7 @@ from cybersecqwen.heads.fusion import (FORMAT, expected_calibration_error, fused
 from cybersecqwen.heads.train import cwe_label, last_line, read_examples, split_examples
 from cybersecqwen.io import write_json
 from cybersecqwen.models.base import ChoiceRequest
+from cybersecqwen.progress import track
 from cybersecqwen.serve.catalog import load_catalogs
 from cybersecqwen.serve.service import CtiService, Fusion
 from cybersecqwen.tasks import get_task
