@@ -161,9 +161,21 @@ _POOLS: dict[str, Pool] = {}
 
 
 def pool_key(recipe: Recipe, data_dir: Path | None, download: bool) -> str:
+    """What decides a pool: the sources, tasks, seed, dedup threshold and tokenizer, and the files as they are now
+    (path, size and modification time of every source and benchmark file: an edited mirror is a new pool)."""
     data = recipe.data
+    files = []
+    for name in [*sorted(data.sources), "cti-bench"]:
+        source = datafiles.get_source(name)
+        for entry in source.files:
+            try:
+                path = datafiles.resolve(name, entry.name, data_dir, download=False)
+            except CybersecqwenError:
+                continue  # parse_sources names what is missing
+            stat = path.stat()
+            files.append([str(path), stat.st_size, stat.st_mtime_ns])
     return json.dumps([sorted(data.sources), sorted(data.tasks), data.seed, data.near_duplicate_threshold,
-                       recipe.model.tokenizer or recipe.model.base, str(data_dir), download], sort_keys=True)
+                       recipe.model.tokenizer or recipe.model.base, download, files], sort_keys=True)
 
 
 def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
