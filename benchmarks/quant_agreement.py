@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--quants", default=",".join(QUANTS))
+    parser.add_argument("--mcq-items", type=int, default=300, help="CTI-MCQ items scored by letter log-probabilities (speed, agreement)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -78,10 +79,17 @@ def main() -> int:
     results: dict = {"merged": str(args.merged), "items": args.items, "max_tokens": args.max_tokens,
                      "template": template_check(args.merged, files["F16"]), "models": {}}
     answers: dict[str, dict[int, dict]] = {}
+    mcq_results: dict[str, dict] = {}
     for name, model in models.items():
         out = args.work / f"eval-{name}"
         run_eval(EvalConfig(model=model, tasks={"cti-rcm": args.items}, out=out, limit=args.items, protocol="ctibench",
                             mode="generate", max_tokens=args.max_tokens, seed=42))
+        if args.mcq_items:
+            mcq = run_eval(EvalConfig(model=model, tasks={"cti-mcq": args.mcq_items}, out=args.work / f"mcq-{name}",
+                                      limit=args.mcq_items, protocol="ctibench", mode="logprob", seed=42))
+            picks = {json.loads(l)["index"]: json.loads(l)["answer"] for l in (args.work / f"mcq-{name}" / "items.jsonl").read_text().splitlines()}
+            mcq_results[name] = {"accuracy": mcq["tasks"]["cti-mcq"]["metrics"]["accuracy"], "picks": picks,
+                                 "questions_per_s": round(args.mcq_items / mcq["tasks"]["cti-mcq"]["seconds"], 2)}
         answers[name] = {}
         for line in (out / "items.jsonl").read_text().splitlines():
             record = json.loads(line)
@@ -101,6 +109,11 @@ def main() -> int:
                  "keeps_right_answers": f"{kept}/{sum(reference[i]['stats']['correct'] for i in shared)}",
                  "parse_failures": sum(items[i]["kind"] == "invalid" for i in shared),
                  "answers": dict(Counter(str(items[i]["answer"]) for i in shared).most_common(5))}
+        if name in mcq_results:
+            mine, ref = mcq_results[name], mcq_results["transformers"]
+            entry["mcq"] = {"accuracy": round(mine["accuracy"], 4), "questions_per_s": mine["questions_per_s"],
+                            "agreement_with_transformers": round(sum(mine["picks"][i] == ref["picks"][i] for i in ref["picks"])
+                                                                 / len(ref["picks"]), 4)}
         if name != "transformers":
             entry["bytes"] = Path(models[name]).stat().st_size
             entry["tensor_types"] = tensor_types(Path(models[name]))

@@ -106,6 +106,7 @@ def heartbeat(label: str, every: float = EVERY, stream: Any = None) -> Iterator[
         yield
         return
     began, stop = time.perf_counter(), threading.Event()
+    _state["last_line"] = max(_state["last_line"], began)  # the stage's own "[stage] running" line was just printed
 
     def beat() -> None:
         while not stop.wait(min(5.0, every)):

@@ -165,7 +165,8 @@ def heads_verdicts(row: dict[str, Any], percent: bool) -> list[str]:
             continue
         paired = row.get(f"{label}_vs_heads") or {}
         p = f" (paired p = {paired['p_value']:.3g} on shared items)" if paired.get("p_value") is not None else ""
-        verb = "beats" if better(model["value"], heads["value"]) else "does NOT beat"
+        significant = paired.get("p_value") is not None and paired["p_value"] < 0.05
+        verb = ("beats" if significant else "is above, not significantly,") if better(model["value"], heads["value"]) else "does NOT beat"
         lines.append(f"\nThe {LABELS.get(label, label)} {verb} the heads trained on the same corpus: "
                      f"{fmt(model['value'], percent)} vs {fmt(heads['value'], percent)}{p}.")
     return lines

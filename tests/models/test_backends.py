@@ -94,3 +94,33 @@ def test_llamacpp_backend_uses_the_same_chat_text_and_scores(hf_dir, mcq_request
         assert isinstance(reply, str) and reply.strip()
     finally:
         gguf.close()
+
+
+def test_llamacpp_multi_token_choices_in_one_decode_score_like_token_by_token(embedded_available):
+    """A multi-token choice is evaluated in one decode with every position's logits; the scores equal the token-by-token
+    path through the cached prefix (the fusion's CWE names and technique lines are such choices)."""
+    from cybersecqwen.models.base import ChoiceRequest
+    from cybersecqwen.models.embedded import embedded_gguf
+    from cybersecqwen.models.llamacpp import LlamaCppBackend
+    from cybersecqwen.tasks import get_task
+
+    task = get_task("cti-rcm")
+    request = ChoiceRequest(task.prompt_messages({"Description": "SQL injection in the login form allows reading the database."}),
+                            ("Improper Neutralization of Special Elements used in an SQL Command (CWE-89)",
+                             "Cross-site Scripting (CWE-79)", "Out-of-bounds Write (CWE-787)"), task.answer_prefix)
+    gguf = LlamaCppBackend(embedded_gguf())
+    try:
+        fast = gguf.score_choices([request, request])  # twice: the second request reuses the cache the first left
+        slow = []
+        for choice in request.choices:
+            ids = gguf.request_ids(request.messages, None, request.prefix + choice)
+            shared = gguf.request_ids(request.messages, None, request.prefix)
+            shared = shared[: next((i for i, (a, b) in enumerate(zip(shared, ids)) if a != b), len(shared))]
+            slow.append(sum(float(gguf._next_logprobs(ids[:i])[ids[i]]) for i in range(len(shared), len(ids))))
+    finally:
+        gguf.close()
+    assert fast[0] == fast[1]
+    # Within 1%: llama.cpp multiplies a many-token batch with other kernels than one token (measured: 0.1-0.4 nats on
+    # totals of 40-85); a position off by one would be off by tens of nats.
+    assert all(abs(a - b) <= 0.01 * abs(b) for a, b in zip(fast[0], slow)), (fast[0], slow)
+    assert max(range(3), key=lambda j: fast[0][j]) == max(range(3), key=lambda j: slow[j])

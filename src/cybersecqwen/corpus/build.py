@@ -74,7 +74,9 @@ def drop_duplicates(examples: list[Example], threshold: float, dropped: Counter)
         shingles = {" ".join(tokens[i : i + 5]).encode() for i in range(max(1, len(tokens) - 4))}
         signature = MinHash(num_perm=64, seed=1)
         signature.update_batch(list(shingles))
-        lsh = indexes.setdefault(example.task, MinHashLSH(threshold=threshold, num_perm=64))
+        if example.task not in indexes:  # not setdefault: each new index solves for its band sizes (~10 ms of scipy)
+            indexes[example.task] = MinHashLSH(threshold=threshold, num_perm=64)
+        lsh = indexes[example.task]
         if lsh.query(signature):
             dropped[(example.source, "near-duplicate")] += 1
             continue

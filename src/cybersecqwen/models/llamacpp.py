@@ -136,11 +136,34 @@ class LlamaCppBackend(BackendBase):
             for seq in sequences:
                 target = seq[len(shared):]
                 total = float(first[target[0]])
-                for position in range(1, len(target)):
-                    total += float(self._next_logprobs(seq[: len(shared) + position])[target[position]])
+                if len(target) > 1:
+                    rows = self._continuation_logprobs(len(shared), target[:-1])
+                    total += sum(float(row[token]) for row, token in zip(rows, target[1:]))
                 scores.append(total)
             out.append(scores)
         return out
+
+    def _continuation_logprobs(self, kept: int, tokens: list[int]) -> list[np.ndarray]:
+        """Log-probabilities of the next token after each of `tokens`, evaluated after the first `kept` cached tokens
+        in one decode (a multi-token choice costs one call, not one per token)."""
+        import llama_cpp
+
+        llm = self.llm
+        if len(tokens) > llm.n_batch:  # longer than one batch: token by token through the cached prefix
+            context = list(llm.input_ids[:kept])
+            return [self._next_logprobs(context + tokens[: i + 1]) for i in range(len(tokens))]
+        llm.n_tokens = kept
+        llm._ctx.kv_cache_seq_rm(-1, kept, -1)  # the previous choice's tokens leave the cache
+        llm._batch.set_batch(batch=tokens, n_past=kept, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[kept : kept + len(tokens)] = tokens
+        llm.n_tokens = kept + len(tokens)
+        rows = []
+        for i in range(len(tokens)):
+            pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, i)
+            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(llm.n_vocab(),))
+            rows.append(_log_softmax(logits.astype(np.float64)))
+        return rows
 
     def _next_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the token after `tokens`, reusing the cached prefix of the last call."""
