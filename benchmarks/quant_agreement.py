@@ -53,6 +53,24 @@ def template_check(merged: Path, gguf: Path) -> dict:
         cpp.close()
 
 
+def prompt_speed(path: Path, tokens: int = 100) -> float:
+    """llama.cpp prompt processing of one 100-token batch, best of three (tokens/s)."""
+    import time
+
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=1024, verbose=False, use_mmap=False)
+    ids = llm.tokenize(b"The adversary used spearphishing attachments to gain initial access and then " * 20)[:tokens]
+    best = float("inf")
+    for _ in range(3):
+        llm.n_tokens = 0
+        started = time.perf_counter()
+        llm.eval(ids)
+        best = min(best, time.perf_counter() - started)
+    llm.close()
+    return round(tokens / best, 1)
+
+
 def first_divergence(a: str, b: str) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n if len(a) != len(b) else -1)
@@ -66,6 +84,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--quants", default=",".join(QUANTS))
     parser.add_argument("--mcq-items", type=int, default=300, help="CTI-MCQ items scored by letter log-probabilities (speed, agreement)")
+    parser.add_argument("--eval-quants", default="", help="evaluate only these files (default: every exported one)")
+    parser.add_argument("--speed-only", action="store_true", help="only llama.cpp's prompt speed of every exported file")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +95,14 @@ def main() -> int:
     report = json.loads((gguf_dir / "export-report.json").read_text())
     files = {"F16": next(gguf_dir.glob("*-F16.gguf"))}
     files.update({q: gguf_dir / entry["path"] for q, entry in report["files"].items() if q != "F16"})
-    models = {"transformers": str(args.merged), **{q: str(p) for q, p in files.items()}}
+    if args.speed_only:
+        speeds = {q: prompt_speed(path) for q, path in files.items()}
+        (args.work / "prompt-speed.json").write_text(json.dumps(speeds, indent=1))
+        print(json.dumps(speeds))
+        return 0
+    # Measured here: the types llama.cpp evaluates slowly on this machine can be left out (--eval-quants).
+    wanted = args.eval_quants.split(",") if args.eval_quants else list(files)
+    models = {"transformers": str(args.merged), **{q: str(p) for q, p in files.items() if q in wanted}}
     results: dict = {"merged": str(args.merged), "items": args.items, "max_tokens": args.max_tokens,
                      "template": template_check(args.merged, files["F16"]), "models": {}}
     answers: dict[str, dict[int, dict]] = {}
@@ -117,6 +144,7 @@ def main() -> int:
         if name != "transformers":
             entry["bytes"] = Path(models[name]).stat().st_size
             entry["tensor_types"] = tensor_types(Path(models[name]))
+        entry["prompt_tokens_per_s"] = prompt_speed(Path(models[name])) if name != "transformers" else None
         results["models"][name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if k != "tensor_types"}), flush=True)
     out = args.out or args.work / "quant-agreement.json"
