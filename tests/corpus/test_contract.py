@@ -46,14 +46,28 @@ class TeacherBackend:
         return [[0.0 if self.answer.startswith(r.prefix + c) else -10.0 for c in r.choices] for r in requests]
 
 
-def test_every_served_prefix_starts_the_answer_the_corpus_trains(source_mirror, recipe_file, tmp_path):
+def embedded_tokenization():
+    """The HF backend's own tokenization of a scored request (chat template, then the scored text), without weights."""
+    from transformers import AutoTokenizer
+
+    from cybersecqwen.models import hf_folder
+    from cybersecqwen.models.hf import HFBackend
+
+    backend = HFBackend.__new__(HFBackend)
+    backend.tokenizer = AutoTokenizer.from_pretrained(hf_folder("embedded", "test"))
+    backend.is_instruct = True
+    return backend
+
+
+@pytest.mark.slow
+def test_every_served_prefix_starts_the_answer_the_corpus_trains(source_mirror, recipe_file, tmp_path, embedded_available):
     from cybersecqwen.serve.catalog import load_catalogs
     from cybersecqwen.serve.service import CtiService
 
     build_corpus(load_recipe(recipe_file), tmp_path / "corpus", source_mirror)
     examples = [json.loads(line) for split in ("train", "val")
                 for line in (tmp_path / "corpus" / f"{split}.jsonl").read_text().splitlines()]
-    backend = TeacherBackend()
+    backend, tokens = TeacherBackend(), embedded_tokenization()
     service = CtiService(backend, load_catalogs(source_mirror), shortlist=50)
     checked = {"cti-rcm": 0, "cwe-classify": 0, "cti-ate": 0, "cti-vsp": 0, "cti-mcq": 0}
     for example in examples:
@@ -83,8 +97,13 @@ def test_every_served_prefix_starts_the_answer_the_corpus_trains(source_mirror, 
         for request in requests:
             if name != "cti-ate":  # ATE serves its shortlist as the technique list, not all 216 techniques
                 assert request.messages == prompt, name
-            # The choice the trained answer makes is among those served, right after the served prefix.
+            # The choice the trained answer makes is among those served, right after the served prefix ...
             assert any(answer.startswith(request.prefix + choice) for choice in request.choices), (name, request.prefix, answer)
+            # ... token for token, as the backend scores it after the trained prompt and the trainer tokenizes it.
+            choice = next(c for c in request.choices if answer.startswith(request.prefix + c))
+            scored = tokens.request_ids(example["messages"][:-1], None, request.prefix + choice)
+            trained_ids = token_ids(tokens.tokenizer, tokens.tokenizer.apply_chat_template(example["messages"], tokenize=False))
+            assert trained_ids[: len(scored)] == scored, (name, request.prefix + choice)
         checked[name] += 1
     assert all(checked.values()), checked
 
@@ -145,14 +164,7 @@ def test_choice_mode_scores_the_start_of_the_trained_answer_token_for_token(trai
     """Every task with choices, every protocol the corpus trains (the release's prompts): the scored prefix + the gold
     choice is a prefix of the trained answer's tokens under the embedded tokenizer, as the trainer and the backend
     tokenize them; or the task's answer form declares choice scoring invalid and evaluation refuses it."""
-    from transformers import AutoTokenizer
-
-    from cybersecqwen.models import hf_folder
-    from cybersecqwen.models.hf import HFBackend
-
-    backend = HFBackend.__new__(HFBackend)  # the backend's own tokenization of a scored request, without weights
-    backend.tokenizer = AutoTokenizer.from_pretrained(hf_folder("embedded", "test"))
-    backend.is_instruct = True
+    backend = embedded_tokenization()
     checked = 0
     for name, fields, facts, example in trained:
         task = get_task(name)

@@ -48,7 +48,8 @@ class ATE(Task):
     item_text_fields = ("Description",)
     # One line per technique (id, name, the quoted evidence), then the ids alone on the last line; the server scores
     # each line's "<T-id> (<name>)" after "- ".
-    answer_form = AnswerForm("technique-lines-then-ids", '- {choice}: "{evidence}"', choice="{value} ({label})")
+    # The colon belongs to the choice ("):" is one token; see rcm.py).
+    answer_form = AnswerForm("technique-lines-then-ids", '- {choice} "{evidence}"', choice="{value} ({label}):")
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], frozenset(technique_ids(row["GT"])), dict(row))

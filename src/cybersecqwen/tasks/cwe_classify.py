@@ -25,9 +25,10 @@ class CweClassify(AccuracyTask):
     protocols = ("ctibench",)
     primary_metric = "accuracy"
     item_text_fields = ("Text",)
-    # The JSON object the instruction asks for; the server scores the id after `{"cwe_id": "`.
-    answer_form = AnswerForm("json-object", '{{"cwe_id": "{choice}, "name": {name}, "justification": {justification}}}',
-                             choice='{value}"', json_facts=True)
+    # The JSON object the instruction asks for; the server scores the id after `{"cwe_id": "`. The comma belongs to the
+    # choice: the tokenizer merges '"' and ',' into one token, so a choice ending at '"' would not be a token prefix.
+    answer_form = AnswerForm("json-object", '{{"cwe_id": "{choice} "name": {name}, "justification": {justification}}}',
+                             choice='{value}",', json_facts=True)
 
     def build_prompt(self, fields: Mapping[str, str]) -> str:
         return f"{INSTRUCTION}\n\nText: {fields['Text']}"

@@ -61,9 +61,10 @@ class RCM(AccuracyTask):
     primary_metric = "accuracy"
     item_text_fields = ("Description",)
     # The weakness named with its id and explained, then the id alone on the last line (the release's rule reads the
-    # last CWE id; the server scores "<name> (<CWE>)" after the opening words).
-    answer_form = AnswerForm("named-weakness-then-id", "The weakness behind this vulnerability is {choice}: {explanation}\n\n{value}",
-                             choice="{label} ({value})")
+    # last CWE id; the server scores "<name> (<CWE>):" after the opening words). The colon belongs to the choice: the
+    # tokenizer merges ")" and ":" into one token, so a choice ending at ")" would not be a token prefix of the answer.
+    answer_form = AnswerForm("named-weakness-then-id", "The weakness behind this vulnerability is {choice} {explanation}\n\n{value}",
+                             choice="{label} ({value}):")
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
         return Item(index, row["Prompt"], row["GT"].strip().upper(), dict(row))
