@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 # The main job on the embedded model: corpus -> heads -> base eval -> LoRA training -> merge -> tuned eval -> GGUF
-# export -> quantized eval -> fusion -> scorecard (about 75 minutes on a 2-core CPU; rerun skips finished stages).
+# export -> quantized eval -> fusion -> scorecard (29 minutes on a 2-core CPU, BENCHMARKS.md; rerun skips finished stages).
 # `make demo DEMO_FLAGS=--full` evaluates on the whole CTI-Bench files instead of the recipe's sample.
 DEMO_FLAGS ?=
 demo: $(STAMP)

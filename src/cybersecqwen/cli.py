@@ -360,3 +360,9 @@ def _quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    try:  # datasets' tokenizing bars: one 5 kB line per stage in a log file
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
