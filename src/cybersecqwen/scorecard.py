@@ -191,7 +191,7 @@ MODE_WORDS = {"logprob": "log-probabilities of the choices after the trained ans
 def tuned_vs_base(row: dict[str, Any], percent: bool) -> str | None:
     """In words: did training move this task, measured in the same mode for both models?"""
     paired, tuned, base = row.get("tuned_vs_base"), row["models"].get("tuned"), row["models"].get("base")
-    if not paired or not tuned or not base or paired.get("p_value") is None:
+    if not paired or not tuned or not base or paired.get("p_value") is None or paired.get("difference_b_minus_a") is None:
         return None
     better = paired["difference_b_minus_a"] > 0 if row["higher_is_better"] else paired["difference_b_minus_a"] < 0
     significant = paired["p_value"] < 0.05

@@ -120,7 +120,7 @@ def test_llamacpp_multi_token_choices_in_one_decode_score_like_token_by_token(em
     finally:
         gguf.close()
     assert fast[0] == fast[1]
-    # Within 1%: llama.cpp multiplies a many-token batch with other kernels than one token (measured: 0.1-0.4 nats on
-    # totals of 40-85); a position off by one would be off by tens of nats.
-    assert all(abs(a - b) <= 0.01 * abs(b) for a, b in zip(fast[0], slow)), (fast[0], slow)
+    # Within 2%: llama.cpp multiplies a many-token batch with other kernels than one token (measured: 0.1-0.4 nats on
+    # totals of 40-85, under 1.1%); a position off by one would be off by tens of nats.
+    assert all(abs(a - b) <= 0.02 * abs(b) for a, b in zip(fast[0], slow)), (fast[0], slow)
     assert max(range(3), key=lambda j: fast[0][j]) == max(range(3), key=lambda j: slow[j])

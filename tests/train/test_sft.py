@@ -324,7 +324,9 @@ def test_rows_padded_to_a_multiple_train_exactly_like_unpadded_ones(tiny_qwen3, 
         assert ids.shape[-1] % 32 == 0 and int(batch["cu_seq_lens_q"][-1]) == ids.shape[-1]
         # The padding continues the last sequence: no new sequence starts at position 0.
         assert int((positions[0] == 0).sum()) == len(batch["cu_seq_lens_q"]) - 1
-    examples = [padded.train_dataset[i] for i in range(2)]
+    # Two examples whose row is not already a multiple of 32 (else there is nothing to pad).
+    pairs = ([padded.train_dataset[i], padded.train_dataset[i + 1]] for i in range(len(padded.train_dataset) - 1))
+    examples = next(e for e in pairs if padded.data_collator.collator(e)["input_ids"].shape[-1] % 32)
     plain_batch, padded_batch = padded.data_collator.collator(examples), padded.data_collator(examples)
     assert padded_batch["input_ids"].shape[-1] > plain_batch["input_ids"].shape[-1]
     padded.model.eval()
