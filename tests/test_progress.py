@@ -18,7 +18,9 @@ def test_log_lines_say_what_how_far_how_long_and_how_much_is_left(monkeypatch):
         time.sleep(0.06)
         lines.advance(bar)  # over `every` since the last line: a line
         lines.advance(bar, 2)
+        lines.update(bar, completed=4)  # a finished bar updated again (training's last step) says nothing more
     text = out.getvalue().splitlines()
+    assert sum(line.endswith("(done)") for line in text) == 1
     assert text[0].startswith("[eval cti-mcq] 0/4") and text[0].endswith("(started)")
     assert any(line.startswith("[eval cti-mcq] 2/4") and "elapsed" in line and "left" in line for line in text)
     assert text[-1].startswith("[eval cti-mcq] 4/4") and text[-1].endswith("(done)")

@@ -49,6 +49,8 @@ class LogLines:
         bar["completed"] = (completed if completed is not None else bar["completed"]) + advance
         bar["fields"].update(fields)
         now = time.perf_counter()
+        if bar["last"] == float("inf"):  # finished or stopped: said already
+            return
         finished = bar["total"] is not None and bar["completed"] >= bar["total"]
         if finished:
             self._line(bar, "done")
