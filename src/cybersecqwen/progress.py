@@ -48,16 +48,13 @@ class LogLines:
         bar = self.bars[bar_id]
         bar["completed"] = (completed if completed is not None else bar["completed"]) + advance
         bar["fields"].update(fields)
-        now = time.perf_counter()
         if bar["last"] == float("inf"):  # finished or stopped: said already
             return
-        finished = bar["total"] is not None and bar["completed"] >= bar["total"]
-        if finished:
+        if bar["total"] is not None and bar["completed"] >= bar["total"]:
             self._line(bar, "done")
             bar["last"] = float("inf")  # said once
-        elif now - bar["last"] >= self.every:
+        elif time.perf_counter() - bar["last"] >= self.every:
             self._line(bar)
-            bar["last"] = now
 
     def advance(self, bar_id: int, advance: float = 1) -> None:
         self.update(bar_id, advance=advance)
@@ -83,8 +80,7 @@ class LogLines:
         status = " ".join(str(v) for v in bar["fields"].values() if v)
         text = f"[{bar['description']}] {of}{' ' + status if status else ''}, {clock(elapsed)} elapsed{remaining}"
         print(text + (f" ({state})" if state else ""), file=self.stream or sys.stdout, flush=True)
-        bar["last"] = time.perf_counter() if not state or state == "started" else bar["last"]
-        _state["last_line"] = time.perf_counter()
+        bar["last"] = _state["last_line"] = time.perf_counter()  # "done" and "stopped" then mark the bar said
 
     def report(self) -> None:
         """A line for each unfinished bar (the heartbeat's way of saying where the work is)."""

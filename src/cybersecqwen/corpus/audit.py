@@ -12,7 +12,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.progress import track

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from cybersecqwen import catalogs, datafiles
 from cybersecqwen.config import Recipe
 from cybersecqwen.corpus.builders import Example, build_examples
@@ -221,7 +220,6 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
             dropped[(example.source, "too-long")] += 1
         else:
             clean.append((example, length))
-    built, contamination, provenance, tokenizer_name = pool.built, pool.contamination, pool.provenance, pool.tokenizer_name
     length_of = {id(e): n for e, n in clean}
     mixed = mix([e for e, _ in clean], recipe, dropped)
     train, val = split(mixed, recipe.data.val_fraction, recipe.data.seed)
@@ -229,11 +227,11 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
     manifest = {
         "recipe": recipe.name,
         "seed": recipe.data.seed,
-        "tokenizer": tokenizer_name,
-        "sources": provenance,
-        "built": _nested(built),
+        "tokenizer": pool.tokenizer_name,
+        "sources": pool.provenance,
+        "built": _nested(pool.built),
         "dropped": _nested(dropped),
-        "contaminated_by_split": _nested(contamination),
+        "contaminated_by_split": _nested(pool.contamination),
         "counts": {"train": _count(train), "val": _count(val)},
         "tokens": _token_stats([length_of[id(e)] for e in train + val]),
         "benchmark_splits_checked": pool.split_sizes,

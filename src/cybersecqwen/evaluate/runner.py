@@ -24,10 +24,10 @@ from cybersecqwen.evaluate import report as report_writer
 from cybersecqwen.evaluate import responses as responses_file
 from cybersecqwen.evaluate.scoring import Response, score_task, trial_summary
 from cybersecqwen.io import write_json
-from cybersecqwen.progress import bars
 from cybersecqwen.models.card import record_eval, weights_sha256
 from cybersecqwen.models import ChoiceRequest, GenerationRequest, ModelSpec, load_backend, resolve_model
 from cybersecqwen.models.base import BASE_MODEL_HINT
+from cybersecqwen.progress import bars
 from cybersecqwen.tasks import RULE_SETS, Item, Task, get_task
 from cybersecqwen.tasks.base import ProtocolSettings, protocol_settings
 

@@ -146,8 +146,6 @@ class LlamaCppBackend(BackendBase):
     def _continuation_logprobs(self, kept: int, tokens: list[int]) -> list[np.ndarray]:
         """Log-probabilities of the next token after each of `tokens`, evaluated after the first `kept` cached tokens
         in one decode (a multi-token choice costs one call, not one per token)."""
-        import llama_cpp
-
         llm = self.llm
         if len(tokens) > llm.n_batch:  # longer than one batch: token by token through the cached prefix
             context = list(llm.input_ids[:kept])
@@ -158,23 +156,22 @@ class LlamaCppBackend(BackendBase):
         llm._ctx.decode(llm._batch)
         llm.input_ids[kept : kept + len(tokens)] = tokens
         llm.n_tokens = kept + len(tokens)
-        rows = []
-        for i in range(len(tokens)):
-            pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, i)
-            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(llm.n_vocab(),))
-            rows.append(_log_softmax(logits.astype(np.float64)))
-        return rows
+        return [self._logprobs_at(i) for i in range(len(tokens))]
 
     def _next_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the token after `tokens`, reusing the cached prefix of the last call."""
-        import llama_cpp
-
         llm = self.llm
         reuse = common_prefix_length(list(llm.input_ids[: llm.n_tokens]), tokens)
         llm.n_tokens = min(reuse, len(tokens) - 1)  # at least one token must be evaluated to get logits
         llm.eval(tokens[llm.n_tokens :])
-        pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(llm.n_vocab(),))
+        return self._logprobs_at(-1)
+
+    def _logprobs_at(self, index: int) -> np.ndarray:
+        """Log-probabilities from the logits of one position of the last decode (-1: its last)."""
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, index)
+        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.llm.n_vocab(),))
         return _log_softmax(logits.astype(np.float64))
 
 

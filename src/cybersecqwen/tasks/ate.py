@@ -47,8 +47,7 @@ class ATE(Task):
     protocols = ("ctibench",)
     item_text_fields = ("Description",)
     # One line per technique (id, name, the quoted evidence), then the ids alone on the last line; the server scores
-    # each line's "<T-id> (<name>)" after "- ".
-    # The colon belongs to the choice ("):" is one token; see rcm.py).
+    # each line's "<T-id> (<name>):" after "- " (the colon belongs to the choice: "):" is one token, see rcm.py).
     answer_form = AnswerForm("technique-lines-then-ids", '- {choice} "{evidence}"', choice="{value} ({label}):")
 
     def make_item(self, index: int, row: Mapping[str, str]) -> Item:
