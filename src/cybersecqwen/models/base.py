@@ -93,6 +93,11 @@ class BackendBase:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def check_json_schema(self, json_schema: str) -> object:
+        """Refuse (CybersecqwenError) a response_format schema this backend cannot constrain to, before any work
+        starts. By default the schema is the upstream's to judge when it generates."""
+        return None
+
     def prompt_length(self, messages: list[dict[str, str]]) -> int | None:
         """Tokens of the chat prompt these messages make (None where the backend cannot tell)."""
         request_ids = getattr(self, "request_ids", None)

@@ -117,11 +117,15 @@ class HFBackend(BackendBase):
         return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     # --- generation ---------------------------------------------------------------------------------------
+    def check_json_schema(self, json_schema: str) -> object:
+        raise CybersecqwenError("JSON-constrained replies (response_format) need the GGUF backend (llama.cpp grammars); "
+                                "serve a .gguf file, or drop response_format")
+
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        if any(r.json_schema is not None for r in requests):
-            raise CybersecqwenError("JSON-constrained replies (response_format) need the GGUF backend (llama.cpp grammars); "
-                                    "serve a .gguf file, or drop response_format")
+        for request in requests:
+            if request.json_schema is not None:
+                self.check_json_schema(request.json_schema)
         encoded = [self.request_ids(r.messages, r.prompt) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(requests)

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -86,19 +87,30 @@ class LlamaCppBackend(BackendBase):
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def _completion(self, request: GenerationRequest, stream: bool = False):
-        grammar = None
-        if request.json_schema is not None:
-            from llama_cpp import LlamaGrammar
-            from llama_cpp.llama_grammar import JSON_GBNF
+    def check_json_schema(self, json_schema: str):
+        """The grammar for a JSON schema, parsed by llama.cpp itself first. llama-cpp-python hands a grammar llama.cpp
+        refuses to the sampler as a null pointer and the process dies at the first token (a string with maxLength
+        1,200 is enough); parsing it here turns every such schema, however it is written, into a clear error."""
+        from llama_cpp import LlamaGrammar
+        from llama_cpp import llama_cpp as capi
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-            # The grammar masks every token that would break the schema: the reply parses by construction.
-            try:
-                with quiet_stderr():
-                    grammar = (LlamaGrammar.from_string(JSON_GBNF, verbose=False) if request.json_schema == "{}"
-                               else LlamaGrammar.from_json_schema(request.json_schema, verbose=False))
-            except Exception as exc:  # noqa: BLE001 - any schema the converter rejects is the caller's error
-                raise CybersecqwenError(f"this JSON schema cannot be turned into a grammar: {str(exc)[:200]}") from None
+        try:
+            text = JSON_GBNF if json_schema == "{}" else json_schema_to_gbnf(json_schema)
+        except Exception as exc:  # noqa: BLE001 - any schema the converter rejects is the caller's error
+            raise CybersecqwenError(f"this JSON schema cannot be turned into a grammar: {str(exc)[:200]}") from None
+        with _grammar_log_muted():  # llama.cpp prints a refused grammar whole: a client must not fill the log
+            sampler = capi.llama_sampler_init_grammar(self.llm._model.vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise CybersecqwenError("llama.cpp's grammar parser refused the grammar this JSON schema makes: over its "
+                                    "repetition limits (lower maxLength/maxItems/pattern bounds) or a construct it cannot "
+                                    "express (e.g. \\d in a pattern: write [0-9])")
+        capi.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(text, verbose=False)
+
+    def _completion(self, request: GenerationRequest, stream: bool = False):
+        # The grammar masks every token that would break the schema: the reply parses by construction.
+        grammar = None if request.json_schema is None else self.check_json_schema(request.json_schema)
         return self.llm.create_completion(
             prompt=self.request_ids(request.messages, request.prompt),
             max_tokens=request.max_tokens,
@@ -182,6 +194,16 @@ def _past(deadline: float | None):
     from llama_cpp import StoppingCriteriaList
 
     return StoppingCriteriaList([lambda input_ids, logits: time.monotonic() > deadline])
+
+
+_log_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _grammar_log_muted():
+    """llama.cpp's grammar parser writes a refused grammar to fd 2 itself (fprintf): silenced, one check at a time."""
+    with _log_lock, quiet_stderr():
+        yield
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
+from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.models.base import Backend, GenerationRequest
 from cybersecqwen.serve import schemas
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
@@ -116,6 +117,11 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
             schema = json.dumps(body.response_format.json_schema.schema_)
         elif body.response_format and body.response_format.type == "json_object":
             schema = "{}"
+        if schema is not None:
+            try:  # the grammar, parsed by llama.cpp now: a schema it refuses is a 400 here, never a failed stream after a 200
+                await run_in_threadpool(backend.check_json_schema, schema)
+            except CybersecqwenError as exc:
+                raise ApiError(400, f"response_format: {exc}") from None
         # The deadline stops llama.cpp mid-generation when the request times out, freeing the model for the queue.
         request = GenerationRequest([m.model_dump() for m in body.messages], max_tokens, body.temperature, stop,
                                     # Without a seed every sample is fresh (independent trials); with one it is reproducible.
