@@ -274,17 +274,20 @@ def serve_command(
     no_model: bool = typer.Option(False, "--no-model", help="Serve the structured endpoints from --heads alone (no LLM)."),
     allow_host: list[str] = typer.Option([], "--allow-host", help="A Host name clients use (repeatable; the bound address "
                                          "and loopback names are always answered; '*' answers any: not behind a proxy)."),
+    trusted_proxy: list[str] = typer.Option([], "--trusted-proxy", help="A reverse proxy's address or network whose "
+                                            "X-Forwarded-For names the client (repeatable); none by default: the socket's address."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
     """Run the local API: OpenAI-compatible chat, CWE / CVE / ATT&CK / Q&A endpoints, the analyst page at /."""
     from cybersecqwen.serve.app import ServerSettings
-    from cybersecqwen.serve.server import serve
+    from cybersecqwen.serve.server import check_proxies, serve
 
     settings = ServerSettings(model_name=Path(model).name if model != "embedded" else "embedded", api_key=api_key,
                               max_body_bytes=max_body, max_tokens=max_tokens, max_queue=max_queue, timeout_s=timeout,
                               audit_log=audit_log, log_content=log_content,
-                              allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))))
+                              allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))),
+                              trusted_proxies=check_proxies(trusted_proxy))
     console.print(f"serving {model} on http://{host}:{port}  (schema: /openapi.json, page: /)")
     serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 

@@ -6,3 +6,9 @@ The CLI prints it as one line and exits 2; anything else is a bug and keeps its 
 
 class CybersecqwenError(Exception):
     """A user-caused problem; the message names the offending input and how to fix it."""
+
+
+class LimitExceeded(CybersecqwenError):
+    """An input over one of the server's work bounds (the message names the bound): HTTP 413."""
+
+    status = 413

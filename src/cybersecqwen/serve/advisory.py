@@ -11,21 +11,31 @@ Indicators come from ioc-finder (measured against iocextract on benchmarks/data/
 0.63, recall 0.77 vs 0.46; BENCHMARKS.md), which refangs defanged forms (hxxp, [.], [@]); file paths and registry
 keys, which it does not find, from patterns here. Private, loopback and documentation addresses are flagged, never
 dropped; an IPv4 that follows "version" or "build" is flagged as version-like. Nothing in the text is ever fetched.
+
+Cost: every finder is linear in the text (ioc-finder reads it in pieces), checks the request's deadline as it goes
+(gate.check_deadline: a request past its 504 stops), and a document naming more than MAX_INDICATORS indicators is
+refused with a 413 naming the cap. The STIX bundle is serialised without stix2's pretty printer, whose property
+ordering is quadratic in the number of objects (500 / 1,000 indicators: 3.9 / 15.4 s; plain: 0.01 / 0.02 s).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import unicodedata
 from typing import Any
 
-from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.errors import CybersecqwenError, LimitExceeded
 from cybersecqwen.serve.affected import ProductIndex
+from cybersecqwen.serve.gate import check_deadline
 from cybersecqwen.serve.service import SENTENCE, CtiService
 
 FORMATS = ("text", "markdown", "html")
 MAX_CHARS = 200_000  # one document; the server's body limit applies before this
+MAX_INDICATORS = 2_000  # indicators of one document (each becomes a STIX indicator and its relationships)
+MAX_STIX_OBJECTS = 10_000  # objects of one STIX bundle, relationships included
+IOC_PIECE = 20_000  # characters ioc-finder reads at once, between deadline checks
 CHUNK_OVERLAP = 400
 CVE = re.compile(r"\bCVE-[0-9]{4}-[0-9]{4,}\b", re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -144,14 +154,41 @@ def ioc_flags(kind: str, value: str, text: str, span: list[int] | None) -> list[
     return flags
 
 
+def text_pieces(text: str, size: int = IOC_PIECE) -> list[str]:
+    """The text in pieces of about `size` characters, cut at whitespace so no indicator is split (a run with no
+    whitespace at all is cut where it must be: no indicator is that long)."""
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+            end = cut + 1 if cut > 0 else end
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
 def find_iocs(text: str) -> list[dict[str, Any]]:
     from ioc_finder import find_iocs as ioc_finder
 
     results: list[dict[str, Any]] = []
-    found = ioc_finder(text, parse_urls_without_scheme=False)
-    urls = [u.lower() for u in found.get("urls", [])]
+    found: dict[str, dict[str, None]] = {key: {} for key in IOC_KEYS}
+    count = 0
+    for piece in text_pieces(text):
+        check_deadline()
+        for key, values in ioc_finder(piece, parse_urls_without_scheme=False).items():
+            if key in found:
+                for value in values:
+                    if value not in found[key]:
+                        found[key][value] = None
+                        count += 1
+        if count > MAX_INDICATORS:
+            raise LimitExceeded(f"the document names more than {MAX_INDICATORS:,} indicators; the limit is {MAX_INDICATORS:,} "
+                                "per request: split the list")
+    urls = [u.lower() for u in found["urls"]]
     for key, kind in IOC_KEYS.items():
-        for value in dict.fromkeys(v.rstrip(".,;:!?)]}'\"") if kind in ("url", "domain") else v for v in found.get(key, [])):
+        for value in dict.fromkeys(v.rstrip(".,;:!?)]}'\"") if kind in ("url", "domain") else v for v in found[key]):
+            check_deadline()
             if kind in ("md5", "sha1", "sha256") and any(value.lower() in u for u in urls):
                 continue  # part of a URL already reported
             span = locate(value, text)
@@ -164,6 +201,9 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
             value = match.group(0).rstrip(".,;:)]}'\"")
             if value not in seen:
                 seen.add(value)
+                if len(results) >= MAX_INDICATORS:
+                    raise LimitExceeded(f"the document names more than {MAX_INDICATORS:,} indicators; the limit is "
+                                        f"{MAX_INDICATORS:,} per request: split the list")
                 results.append({"type": kind, "value": value, "defanged": False, "evidence": [match.start(), match.start() + len(value)],
                                 "flags": [], "confidence": 0.8})
     return results
@@ -192,7 +232,6 @@ SUMMARY_SCHEMA = {"type": "object", "properties": {"summary": {"type": "string",
 def summarise_with_model(service: CtiService, text: str) -> dict[str, Any] | None:
     """The model's summary under a JSON schema (llama.cpp's grammar keeps it well-formed), only when the fusion
     learned to trust this model (a model weight above 0 on validation items); else None and the summary is extractive."""
-    import json
 
     from cybersecqwen.models.base import GenerationRequest
     from cybersecqwen.serve.gate import current_deadline
@@ -235,6 +274,7 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
     techniques: dict[str, dict[str, Any]] = {}
     cvss = None
     for offset, piece in pieces:
+        check_deadline()  # heads-only jobs make no model call, where the deadline is otherwise checked
         if not (CVE.search(piece) or CUE_WORDS.search(piece)):
             continue
         ranked = service.rank_cwe(piece, 3, "cti-rcm")
@@ -259,15 +299,21 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
             if previous is None or technique["confidence"] > previous["confidence"]:
                 techniques[technique["technique_id"]] = {**{k: v for k, v in technique.items() if k != "evidence"}, "evidence": span}
     review_below = service.review_below
+    found = {}
+    for key, finder in (("affected", (service.catalogs.products or ProductIndex([])).find), ("actors", lambda t: find_actors(service, t)),
+                        ("iocs", find_iocs)):
+        check_deadline()  # between the whole-text finders: each is linear and bounded, none outlives the request
+        found[key] = finder(text)
+    check_deadline()
     result = {
         "chars": len(text), "chunks": len(pieces),
         "cves": cves,
-        "affected": (service.catalogs.products or ProductIndex([])).find(text),
+        "affected": found["affected"],
         "weaknesses": sorted(weaknesses.values(), key=lambda w: -w["confidence"]),
         "cvss": cvss,
         "techniques": sorted(techniques.values(), key=lambda t: -t["confidence"]),
-        "actors": find_actors(service, text),
-        "iocs": find_iocs(text),
+        "actors": found["actors"],
+        "iocs": found["iocs"],
         "summary": summarise_with_model(service, text) or summarise(text),
         "needs_review": True,  # a whole advisory is never auto-actionable
         "review_hints": {"weaknesses_below": review_below["cwe"], "techniques_below": review_below["attack"]},
@@ -300,8 +346,17 @@ def to_stix(result: dict[str, Any], name: str = "advisory") -> str:
     capecs = {c["capec_id"]: stix2.AttackPattern(name=c["name"], external_references=[{"source_name": "capec", "external_id": c["capec_id"]}])
               for w in result["weaknesses"] for c in w["capec"]}
     actors = [stix2.ThreatActor(name=a["name"], aliases=a["aliases"] or None) for a in result["actors"]]
-    indicators = [stix2.Indicator(name=f"{i['type']} {i['value']}", pattern=stix_pattern(i["type"], i["value"]), pattern_type="stix",
-                                  description=", ".join(i["flags"]) or None) for i in result["iocs"] if stix_pattern(i["type"], i["value"])]
+    indicators = []
+    for i in result["iocs"]:
+        if stix_pattern(i["type"], i["value"]):
+            check_deadline()
+            indicators.append(stix2.Indicator(name=f"{i['type']} {i['value']}", pattern=stix_pattern(i["type"], i["value"]),
+                                              pattern_type="stix", description=", ".join(i["flags"]) or None))
+    pairs = len(actors) * (len(techniques) + len(indicators)) + len(capecs) * len(vulnerabilities)
+    total = len(vulnerabilities) + len(techniques) + len(capecs) + len(actors) + len(indicators) + pairs + 2
+    if total > MAX_STIX_OBJECTS:
+        raise LimitExceeded(f"the STIX bundle would hold {total:,} objects (relationships included); the limit is "
+                            f"{MAX_STIX_OBJECTS:,}: split the document, or ask without stix")
     relationships = [stix2.Relationship(a, "uses", t) for a in actors for t in techniques]
     relationships += [stix2.Relationship(p, "targets", v) for p in capecs.values() for v in vulnerabilities]
     relationships += [stix2.Relationship(i, "indicates", a) for i in indicators for a in actors]
@@ -310,8 +365,10 @@ def to_stix(result: dict[str, Any], name: str = "advisory") -> str:
     report = stix2.Report(name=name, published=stix2.utils.get_timestamp(), report_types=["threat-report"], created_by_ref=analyzer.id,
                           object_refs=[analyzer.id, *(o.id for o in objects)], description=result["summary"]["text"][:1000] or None)
     objects.insert(0, analyzer)
-    bundle = stix2.Bundle(report, *objects)
-    text = bundle.serialize(pretty=True)
+    check_deadline()
+    # stix2's own pretty printer orders properties in time quadratic in the bundle: serialise plain, indent with json.
+    text = json.dumps(json.loads(stix2.Bundle(report, *objects).serialize()), indent=4)
+    check_deadline()
     stix2.parse(text)  # read back: what we write must parse
     return text
 

@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from cybersecqwen.serve.service import CtiService
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = {"/", "/page.js", "/page.css", "/healthz", "/readyz", "/favicon.ico"}
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MAX_HEADER_BYTES = 16_384  # the request's header block; h11 enforces it only on headers that arrive in pieces
+HEALTH_PATHS = {"/healthz", "/readyz"}  # answered even when the server is at its in-flight limit
+CLIENT_ID = re.compile(r"[^A-Za-z0-9._:@/+=-]")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
                     "Cache-Control": "no-store"}
 
@@ -59,6 +63,9 @@ class ServerSettings:
     log_content: bool = False
     # Host header names answered (ports ignored); "*" answers any. `serve` adds the bound address.
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    # Proxies whose X-Forwarded-For names the client (addresses or networks); none by default: the socket's address.
+    trusted_proxies: tuple[str, ...] = ()
+    max_in_flight: int = 64  # requests being handled at once (health checks aside); more get 503
 
 
 class Metrics:
@@ -72,6 +79,9 @@ class Metrics:
         self.queue = Gauge("cybersecqwen_queue_depth", "Requests waiting or running on the model", registry=self.registry)
         self.tokens = Counter("cybersecqwen_generated_tokens", "Tokens generated", registry=self.registry)
         self.tokens_per_s = Gauge("cybersecqwen_tokens_per_second", "Generation speed of the last completion", registry=self.registry)
+        self.connections = Counter("cybersecqwen_connection_refusals", "Connections the server refused or closed before a "
+                                   "request reached the app (status 'none': closed without an answer)", ["status", "reason"],
+                                   registry=self.registry)
 
 
 def create_app(backend: Backend, service: CtiService | None, settings: ServerSettings) -> FastAPI:
@@ -81,7 +91,7 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
     metrics = Metrics()
     gate = ModelGate(settings.max_queue, settings.timeout_s, metrics.queue.set)
     app.state.model_lock = gate.lock  # whoever closes the backend takes it first: never free a model mid-request
-    routers = [ops_router(settings, metrics, service is not None), openai_router(backend, gate, settings, metrics),
+    routers = [ops_router(settings, metrics, service is not None, backend is not None), openai_router(backend, gate, settings, metrics),
                cti_router(service, gate, settings)]
     known_paths = {route.path for router in routers for route in router.routes}  # the metrics' endpoint labels
     for router in routers:
@@ -120,10 +130,38 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
         name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
         return name.lower() in {h.lower().strip("[]") for h in settings.allowed_hosts}
 
+    def refusal(status: int | None, reason: str, client: str | None) -> None:
+        """A connection refused or closed by the protocol (server.py), before any request reached the app: counted,
+        and, when it was answered with a status, audited."""
+        kind = reason.split(":")[0]
+        metrics.connections.labels(str(status).lower(), kind).inc()
+        if status is not None:
+            metrics.requests.labels("connection", str(status)).inc()
+            asyncio.ensure_future(audit({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "request_id": uuid.uuid4().hex,
+                                         "event": "connection_refused", "status": status, "reason": reason[:200],
+                                         "client": client}))
+
+    app.state.refusal = refusal
+    in_flight = [0]
+
+    def refuse_framing(request: Request) -> JSONResponse | None:
+        """Header blocks over the limit (431) and a body framed two ways (400, then the connection closes: a proxy
+        in front may have read the body by the other framing, RFC 9112 6.3)."""
+        size = sum(len(name) + len(value) + 4 for name, value in request.headers.raw)
+        if size > MAX_HEADER_BYTES:
+            return JSONResponse(error_body(f"request headers are {size:,} bytes; the limit is {MAX_HEADER_BYTES:,}",
+                                           "request_too_large", 431), 431, headers={"Connection": "close"})
+        if "transfer-encoding" in request.headers and "content-length" in request.headers:
+            return JSONResponse(error_body("a request may carry Transfer-Encoding or Content-Length, not both",
+                                           "invalid_request_error", 400), 400, headers={"Connection": "close"})
+        return None
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        # The server names every request; a client's own id is kept beside it, never in its place (no forged repeats).
+        request_id = uuid.uuid4().hex
+        client_id = CLIENT_ID.sub("", request.headers.get("x-request-id", ""))[:64] or None
         request.state.request_id = request_id
         path = request.url.path
         body = b""
@@ -131,10 +169,18 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
             length = settings.max_body_bytes + 1
+        counted = path not in HEALTH_PATHS
+        in_flight[0] += counted
         try:
-            if not host_allowed(request):
+            framing = refuse_framing(request)
+            if framing is not None:
+                response = framing
+            elif not host_allowed(request):
                 response = JSONResponse(error_body(f"Host {request.headers.get('host', '')[:100]!r} is not a name this server "
                                                    "answers to (start it with --allow-host NAME)", "invalid_request_error", 400), 400)
+            elif counted and in_flight[0] > settings.max_in_flight:
+                response = JSONResponse(error_body(f"server busy: {settings.max_in_flight} requests in flight; retry shortly",
+                                                   "unavailable", 503), 503, headers={"Retry-After": "1"})
             elif length > settings.max_body_bytes:
                 response = too_large()
             elif settings.api_key and path not in PUBLIC_PATHS and not authorized(request, settings.api_key):
@@ -152,6 +198,8 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a 500 that is audited like any answer
             log.exception("request %s to %s failed", request_id, path)
             response = JSONResponse(error_body("internal error; see the server log", "server_error", 500), 500)
+        finally:
+            in_flight[0] -= counted
         response.headers["x-request-id"] = request_id
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -162,6 +210,8 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "request_id": request_id, "method": request.method,
                   "endpoint": path[:200], "status": response.status_code, "request_bytes": len(body) or length,
                   "latency_ms": round(seconds * 1000, 1), "client": request.client.host if request.client else None}
+        if client_id:
+            record["client_request_id"] = client_id
         if settings.log_content:
             record["content"] = body.decode("utf-8", "replace")[:20_000]
         await audit(record)
@@ -180,7 +230,9 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", exc.status_code), exc.status_code)
+        # Its headers too: a 405 names the methods the path takes (Allow), as RFC 9110 asks.
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", exc.status_code), exc.status_code,
+                            headers=exc.headers)
 
     return app
 

@@ -94,6 +94,6 @@ class ModelGate:
         except asyncio.TimeoutError:
             raise ApiError(504, f"the model did not answer within {self.timeout_s:.0f} s", "timeout") from None
         except CybersecqwenError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(getattr(exc, "status", 400), str(exc)) from None
         finally:
             release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import threading
 import time
 import uuid
 from importlib import resources
@@ -31,7 +32,7 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-sr
 STATIC = {"/page.js": ("page.js", "text/javascript; charset=utf-8"), "/page.css": ("page.css", "text/css; charset=utf-8")}
 
 
-def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
+def ops_router(settings, metrics, has_catalogs: bool, has_model: bool = True) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
@@ -40,7 +41,9 @@ def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz():
-        return {"status": "ready", "model": settings.model_name, "catalogs": has_catalogs}
+        # Under --no-model no language model is loaded: say so rather than name one.
+        return {"status": "ready", "model": settings.model_name if has_model else None, "catalogs": has_catalogs,
+                "mode": "model" if has_model else "heads only"}
 
     @router.get("/metrics")
     async def prometheus():
@@ -69,18 +72,23 @@ def ops_router(settings, metrics, has_catalogs: bool) -> APIRouter:
 
 
 class SlotResponse(StreamingResponse):
-    """A stream that gives its queue slot back however it ends, even when the client leaves before the body starts
-    (the generator's own cleanup never runs then)."""
+    """A stream that stops its generation and gives its queue slot back however it ends: finished, failed, or dropped
+    by its client (then the next token's send fails, and the producer sees `stop` before the token after). Also when
+    the client leaves before the body starts (the generator's own cleanup never runs then)."""
 
-    def __init__(self, content, release, **kwargs) -> None:
+    def __init__(self, content, release, stop: threading.Event, **kwargs) -> None:
         super().__init__(content, **kwargs)
-        self.release = release
+        self.release, self.stop = release, stop
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.release()
+            self.stop.set()  # a dropped client: generation ends at its next token, not at max_tokens
+            try:
+                await self.body_iterator.aclose()  # now, not whenever the event loop finalises the generator
+            finally:
+                self.release()
 
 
 def token_limit(requested: int | None, limit: int) -> int:
@@ -154,11 +162,16 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
         release = gate.take_slot()  # before the 200 goes out: streams count against the queue too
         pieces: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        halt = threading.Event()
 
         def produce() -> None:
             try:
                 with gate.lock:
+                    if halt.is_set():
+                        return  # dropped while it waited for the model
                     for piece in backend.stream(request):
+                        if halt.is_set():
+                            break  # closing the generator stops llama.cpp before its next token
                         loop.call_soon_threadsafe(pieces.put_nowait, piece)
             except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
                 loop.call_soon_threadsafe(pieces.put_nowait, exc)
@@ -201,12 +214,13 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
                     yield chunk({}, "stop")
                 yield "data: [DONE]\n\n"
             finally:
+                halt.set()
                 try:
                     await task
                 finally:
                     release()
 
-        return SlotResponse(events(), release, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return SlotResponse(events(), release, halt, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return router
 

@@ -77,7 +77,7 @@ class ClassifyResponse(BaseModel):
 class CveMapRequest(BaseModel):
     model_config = ConfigDict(strict=True)
     # ASCII digits only: \d would also take fullwidth and other Unicode digits.
-    cve_id: str = Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,}$", description="e.g. CVE-2024-3094")
+    cve_id: str = Field(pattern=r"^CVE-[0-9]{4}-[0-9]{4,19}$", max_length=32, description="e.g. CVE-2024-3094")
     description: str = Field(min_length=1, max_length=MAX_TEXT)
     top_k: int = Field(3, ge=1, le=10)
 
