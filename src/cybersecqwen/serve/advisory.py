@@ -174,7 +174,7 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     found: dict[str, dict[str, None]] = {key: {} for key in IOC_KEYS}
     count = 0
-    for piece in text_pieces(text):
+    for piece in text_pieces(text, IOC_PIECE):
         check_deadline()
         for key, values in ioc_finder(piece, parse_urls_without_scheme=False).items():
             if key in found:

@@ -90,6 +90,7 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
                   description="Local CTI model API. Outputs need human review; not for exploit generation or unattended decisions.")
     metrics = Metrics()
     gate = ModelGate(settings.max_queue, settings.timeout_s, metrics.queue.set)
+    app.state.settings = settings  # uvicorn_config reads the trusted proxies from here
     app.state.model_lock = gate.lock  # whoever closes the backend takes it first: never free a model mid-request
     routers = [ops_router(settings, metrics, service is not None, backend is not None), openai_router(backend, gate, settings, metrics),
                cti_router(service, gate, settings)]

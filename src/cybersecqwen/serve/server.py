@@ -163,14 +163,16 @@ def bounded_protocol(read_timeout: float, on_refusal=lambda status, reason, clie
     return BoundedH11Protocol
 
 
-def uvicorn_config(app, host: str, port: int, read_timeout: float = READ_TIMEOUT_S, trusted_proxies: tuple[str, ...] = ()):
+def uvicorn_config(app, host: str, port: int, read_timeout: float = READ_TIMEOUT_S):
     """The server's uvicorn settings (used by `serve` and by the tests' live server): bounded request reads,
     connections, keep-alive and header size. The client address is the socket's; X-Forwarded-For is read only from
-    the proxies named in `trusted_proxies` (uvicorn by default trusts it from 127.0.0.1, i.e. from every local
+    the proxies named in the settings' `trusted_proxies` (uvicorn by default trusts it from 127.0.0.1, i.e. from every local
     client, which let any of them write the audit log's client)."""
     import uvicorn
 
-    refusal = getattr(getattr(app, "state", None), "refusal", None) or (lambda status, reason, client: None)
+    state = getattr(app, "state", None)
+    refusal = getattr(state, "refusal", None) or (lambda status, reason, client: None)
+    trusted_proxies = getattr(getattr(state, "settings", None), "trusted_proxies", ())
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                           http=bounded_protocol(read_timeout, refusal), limit_concurrency=None,
                           timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
@@ -191,7 +193,7 @@ def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerS
             raise CybersecqwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     app, backend = build_app(model, backend_kind, settings, data_dir, download, chat_only, heads, no_model)
     try:
-        uvicorn.Server(uvicorn_config(app, host, port, trusted_proxies=settings.trusted_proxies)).run()
+        uvicorn.Server(uvicorn_config(app, host, port)).run()
     finally:
         with app.state.model_lock:  # a timed-out request may still be finishing on the model
             if backend is not None:
