@@ -28,6 +28,8 @@ class Technique:
     description: str
     tactics: tuple[str, ...]  # "execution", "defense-evasion"
     url: str
+    platforms: tuple[str, ...] = ()  # "Windows", "Linux"
+    detection: str = ""  # the technique's own detection notes (x_mitre_detection)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class AttackCatalog:
     detects: list[tuple[str, str]] = field(default_factory=list)  # (DET-id, technique id)
     procedures: list[Procedure] = field(default_factory=list)
     tactics: dict[str, str] = field(default_factory=dict)  # shortname -> display name
+    mitigation_notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (M-id, T-id) -> how it mitigates
+    # DET-id -> (data source, data component, what the analytic looks for), from its analytics' log sources
+    detection_details: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     def main_techniques(self) -> list[tuple[str, str]]:
         """(T-id, name) of main techniques, sorted by name: the shape of CTI-ATE's reference list."""
@@ -69,6 +74,8 @@ def parse_attack(path: Path) -> AttackCatalog:
     catalog = AttackCatalog()
     objects = stix_objects(path)
     stix_to_id: dict[str, str] = {}
+    by_stix = {o["id"]: o for o in objects if "id" in o}
+    analytics: list[tuple[str, list[str]]] = []
     for o in objects:
         if not is_active(o):
             continue
@@ -78,7 +85,8 @@ def parse_attack(path: Path) -> AttackCatalog:
             if technique_id:
                 tactics = tuple(p["phase_name"] for p in o.get("kill_chain_phases", []) if p.get("kill_chain_name") == "mitre-attack")
                 url = next((r.get("url", "") for r in o.get("external_references", []) if r.get("source_name") == "mitre-attack"), "")
-                catalog.techniques[technique_id] = Technique(technique_id, o.get("name", ""), clean(o.get("description", "")), tactics, url)
+                catalog.techniques[technique_id] = Technique(technique_id, o.get("name", ""), clean(o.get("description", "")), tactics, url,
+                                                             tuple(o.get("x_mitre_platforms", [])), clean(o.get("x_mitre_detection", "")))
                 stix_to_id[o["id"]] = technique_id
         elif kind in ("intrusion-set", "malware", "tool"):
             attack_id = external_id(o, "mitre-attack")
@@ -98,6 +106,7 @@ def parse_attack(path: Path) -> AttackCatalog:
             if strategy_id:
                 catalog.detection_strategies[strategy_id] = o.get("name", "")
                 stix_to_id[o["id"]] = strategy_id
+                analytics.append((strategy_id, o.get("x_mitre_analytic_refs", [])))
         elif kind == "x-mitre-tactic":
             catalog.tactics[o.get("x_mitre_shortname", "")] = o.get("name", "")
     for o in objects:
@@ -110,8 +119,19 @@ def parse_attack(path: Path) -> AttackCatalog:
             catalog.procedures.append(Procedure(source, target, clean(o["description"])))
         elif o.get("relationship_type") == "mitigates" and source.startswith("M"):
             catalog.mitigates.append((source, target))
+            if o.get("description"):
+                catalog.mitigation_notes[(source, target)] = clean(o["description"])
         elif o.get("relationship_type") == "detects" and source.startswith("DET"):
             catalog.detects.append((source, target))
+    for strategy_id, refs in analytics:  # what each detection strategy reads: data source / component, and why
+        details = []
+        for ref in refs:
+            analytic = by_stix.get(ref, {})
+            for source in analytic.get("x_mitre_log_source_references", []):
+                component = by_stix.get(source.get("x_mitre_data_component_ref"), {})
+                data_source = by_stix.get(component.get("x_mitre_data_source_ref"), {})
+                details.append((data_source.get("name", ""), component.get("name", ""), clean(analytic.get("description", ""))))
+        catalog.detection_details[strategy_id] = list(dict.fromkeys(details))
     catalog.procedures.sort(key=lambda p: (p.actor_id, p.technique_id, p.text))
     catalog.mitigates.sort()
     catalog.detects.sort()

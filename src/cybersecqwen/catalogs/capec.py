@@ -16,6 +16,10 @@ class AttackPattern:
     description: str
     cwe_ids: tuple[str, ...]
     mitigations: tuple[str, ...]
+    prerequisites: tuple[str, ...] = ()
+    skills: tuple[str, ...] = ()  # "High: ..." per level
+    consequences: tuple[str, ...] = ()  # "Confidentiality: Read Data"
+    severity: str = ""
 
 
 @registry.parser("mitre-capec", "stix-capec-3.9.json")
@@ -37,6 +41,10 @@ def parse_capec(path: Path) -> list[AttackPattern]:
         if not capec_id:
             continue
         cwe_ids = tuple(r["external_id"] for r in o.get("external_references", []) if r.get("source_name") == "cwe")
+        skills = tuple(f"{level}: {text}" for level, text in (o.get("x_capec_skills_required") or {}).items())
+        consequences = tuple(f"{scope.replace('_', ' ')}: {impact}" for scope, impacts in (o.get("x_capec_consequences") or {}).items()
+                             for impact in impacts)
         patterns.append(AttackPattern(capec_id, o.get("name", ""), o.get("description", ""), cwe_ids,
-                                      tuple(sorted(mitigations.get(o["id"], [])))))
+                                      tuple(sorted(mitigations.get(o["id"], []))), tuple(o.get("x_capec_prerequisites", [])),
+                                      skills, consequences, o.get("x_capec_typical_severity", "")))
     return sorted(patterns, key=lambda p: int(p.capec_id.split("-")[1]))

@@ -83,6 +83,18 @@ def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
                 consequences=tuple(consequences),
                 observed_examples=observed,
                 mapping_usage=_text(element.find("{*}Mapping_Notes/{*}Usage")),
+                # Read by the knowledge index only (the corpus does not train on them).
+                extra={"extended_description": _text(element.find("{*}Extended_Description")),
+                       "likelihood": _text(element.find("{*}Likelihood_Of_Exploit")),
+                       "introduction": tuple(" ".join(filter(None, (_text(i.find("{*}Phase")), _text(i.find("{*}Note")))))
+                                             for i in element.iterfind("{*}Modes_Of_Introduction/{*}Introduction")),
+                       "mitigations": tuple(" ".join(filter(None, (_text(m.find("{*}Phase")) + ":" if m.find("{*}Phase") is not None else "",
+                                                                   _text(m.find("{*}Description")))))
+                                            for m in element.iterfind("{*}Potential_Mitigations/{*}Mitigation")),
+                       "consequence_notes": tuple(_text(c.find("{*}Note")) for c in element.iterfind("{*}Common_Consequences/{*}Consequence")
+                                                  if c.find("{*}Note") is not None),
+                       "related_attack_patterns": tuple(f"CAPEC-{r.get('CAPEC_ID')}" for r in
+                                                        element.iterfind("{*}Related_Attack_Patterns/{*}Related_Attack_Pattern"))},
             )
             element.clear()
     except ET.ParseError as exc:

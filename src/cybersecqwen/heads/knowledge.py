@@ -1,0 +1,192 @@
+"""The knowledge index: the open catalogs as citable passages, searched with BM25 (bm25s) and looked up by id.
+
+Every passage is one field of one catalog entry (an ATT&CK technique's description, its tactics and platforms, one
+mitigation's note on it, one detection strategy, one procedure example; a group, software or mitigation; a CAPEC
+pattern's prerequisites, skills, consequences, mitigations; a CWE entry's consequences, modes of introduction,
+mitigations; a MISP threat-actor profile) and keeps its source, entry id, field and URL, so an answer built on it
+can cite exactly what it read. Each passage's text starts with its entry's name and id, so a question naming either
+finds it. Ids a question writes (T1059.004, CAPEC-114, CWE-1256, G1015, S0154, M1038) are looked up exactly.
+
+Retrieval library chosen by measurement (benchmarks/knowledge.py, BENCHMARKS.md "Knowledge index"): bm25s with the
+Snowball English stemmer against scikit-learn's TF-IDF cosine, recall@k of the entry each corpus MCQ validation
+example was written from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+ID_PATTERN = re.compile(r"\b(T\d{4}(?:\.\d{3})?|CWE-\d{1,5}|CAPEC-\d{1,5}|[GSM]\d{4}|DET\d{4})\b", re.IGNORECASE)
+SOURCES = ("mitre-attack-enterprise", "mitre-capec", "mitre-cwe", "misp-galaxy-threat-actor")
+
+
+@dataclass(frozen=True)
+class Passage:
+    source: str  # the catalog (datafiles source name)
+    entry_id: str  # T1059.004, CAPEC-114, CWE-1256, G1015, M1038; a MISP actor's name
+    field: str  # description, tactics, mitigation, detection, procedure, prerequisites, ...
+    text: str
+    url: str
+
+    def cite(self) -> dict[str, str]:
+        return {"source": self.source, "id": self.entry_id, "field": self.field, "url": self.url, "text": self.text}
+
+
+def _attack(attack) -> Iterable[Passage]:
+    src = "mitre-attack-enterprise"
+    names = {t.technique_id: t.name for t in attack.techniques.values()}
+    for t in attack.techniques.values():
+        head = f"{t.name} ({t.technique_id})"
+        if "." in t.technique_id:
+            parent = t.technique_id.split(".")[0]
+            head = f"{names.get(parent, parent)}: {t.name} ({t.technique_id})"
+        if t.description:
+            yield Passage(src, t.technique_id, "description", f"{head}: {t.description}", t.url)
+        tactics = ", ".join(attack.tactics.get(x, x) for x in t.tactics)
+        yield Passage(src, t.technique_id, "tactics", f"{head} is a technique of the {tactics} tactic"
+                      f"{'s' if len(t.tactics) > 1 else ''}; platforms: {', '.join(t.platforms) or 'not stated'}.", t.url)
+        if t.detection:
+            yield Passage(src, t.technique_id, "detection", f"Detecting {head}: {t.detection}", t.url)
+    mitigation_names = {m: name for m, (name, _) in attack.mitigations.items()}
+    for mitigation_id, technique_id in attack.mitigates:
+        if technique_id in names:
+            note = attack.mitigation_notes.get((mitigation_id, technique_id), "")
+            yield Passage(src, technique_id, "mitigation", f"{mitigation_names.get(mitigation_id, mitigation_id)} ({mitigation_id}) "
+                          f"mitigates {names[technique_id]} ({technique_id}). {note}".strip(),
+                          f"https://attack.mitre.org/techniques/{technique_id.replace('.', '/')}/")
+    for strategy_id, technique_id in attack.detects:
+        if technique_id in names:
+            details = attack.detection_details.get(strategy_id, [])
+            components = sorted({c for _, c, _ in details if c})
+            analytics = " ".join(dict.fromkeys(a for _, _, a in details if a))
+            yield Passage(src, technique_id, "detection", f"{attack.detection_strategies.get(strategy_id, strategy_id)} ({strategy_id}) "
+                          f"detects {names[technique_id]} ({technique_id}); data components: {', '.join(components) or 'not stated'}. "
+                          f"{analytics}".strip(), f"https://attack.mitre.org/detectionstrategies/{strategy_id}/")
+    for p in attack.procedures:
+        actor = attack.actors.get(p.actor_id)
+        if actor is not None and p.technique_id in names:
+            yield Passage(src, p.technique_id, "procedure", f"{actor.name} ({p.actor_id}) used {names[p.technique_id]} "
+                          f"({p.technique_id}): {p.text}", actor.url)
+    for a in attack.actors.values():
+        aliases = f", also known as {', '.join(a.aliases)}" if a.aliases else ""
+        yield Passage(src, a.attack_id, "description", f"{a.name} ({a.attack_id}, {a.kind}{aliases}): {a.description}", a.url)
+    for mitigation_id, (name, description) in attack.mitigations.items():
+        yield Passage(src, mitigation_id, "description", f"{name} ({mitigation_id}), a mitigation: {description}",
+                      f"https://attack.mitre.org/mitigations/{mitigation_id}/")
+
+
+def _capec(capec) -> Iterable[Passage]:
+    src = "mitre-capec"
+    for p in capec:
+        url = f"https://capec.mitre.org/data/definitions/{p.capec_id.split('-')[1]}.html"
+        head = f"{p.name} ({p.capec_id})"
+        fields = {"description": p.description, "prerequisites": " ".join(p.prerequisites), "skills": " ".join(p.skills),
+                  "consequences": "; ".join(p.consequences), "mitigations": " ".join(p.mitigations),
+                  "related weaknesses": ", ".join(p.cwe_ids)}
+        for field, text in fields.items():
+            if text:
+                yield Passage(src, p.capec_id, field, f"{head} {field}: {text}", url)
+
+
+def _cwe(cwe) -> Iterable[Passage]:
+    src = "mitre-cwe"
+    for w in cwe.values():
+        if w.status == "Deprecated":
+            continue
+        url = f"https://cwe.mitre.org/data/definitions/{w.cwe_id.split('-')[1]}.html"
+        head = f"{w.cwe_id} ({w.name})"
+        extra = w.extra or {}
+        fields = {"description": " ".join(filter(None, (w.description, extra.get("extended_description", "")))),
+                  "consequences": "; ".join(w.consequences) + (" " + " ".join(extra.get("consequence_notes", ())) if extra else ""),
+                  "modes of introduction": " ".join(extra.get("introduction", ())),
+                  "mitigations": " ".join(extra.get("mitigations", ())),
+                  "related attack patterns": ", ".join(extra.get("related_attack_patterns", ()))}
+        for field, text in fields.items():
+            if text.strip():
+                yield Passage(src, w.cwe_id, field, f"{head} {field}: {text.strip()}", url)
+
+
+def _misp(actors) -> Iterable[Passage]:
+    for a in actors:
+        description = a.description
+        if description:
+            aliases = a.synonyms
+            yield Passage("misp-galaxy-threat-actor", a.name, "description",
+                          f"{a.name}{', also known as ' + ', '.join(aliases[:8]) if aliases else ''}: {description}",
+                          "https://github.com/MISP/misp-galaxy")
+
+
+BUILDERS = {"mitre-attack-enterprise": _attack, "mitre-capec": _capec, "mitre-cwe": _cwe, "misp-galaxy-threat-actor": _misp}
+
+
+def passages_from(records: dict[str, Any]) -> list[Passage]:
+    out: list[Passage] = []
+    for source, build in BUILDERS.items():
+        if records.get(source) is not None:
+            out.extend(build(records[source]))
+    return out
+
+
+def load_records(data_dir: Path | str | None, download: bool = False) -> dict[str, Any]:
+    from cybersecqwen import catalogs
+
+    return {source: catalogs.load(source, data_dir, download)[0] for source in SOURCES}
+
+
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+class KnowledgeIndex:
+    """BM25 over the passages (bm25s, Snowball stemming, English stop words), and exact id lookup."""
+
+    def __init__(self, passages: list[Passage]) -> None:
+        import bm25s
+        from bm25s.tokenization import Tokenizer
+
+        self.passages = passages
+        self.by_id: dict[str, list[int]] = {}
+        for i, p in enumerate(passages):
+            self.by_id.setdefault(p.entry_id.upper(), []).append(i)
+        self.tokenizer = Tokenizer(stopwords="en", stemmer=_stemmer())
+        tokens = self.tokenizer.tokenize([p.text for p in passages], update_vocab=True, return_as="ids", show_progress=False)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(tokens, show_progress=False)
+
+    @classmethod
+    def from_records(cls, records: dict[str, Any]) -> "KnowledgeIndex":
+        return cls(passages_from(records))
+
+    @classmethod
+    def load(cls, data_dir: Path | str | None, download: bool = False) -> "KnowledgeIndex":
+        return cls.from_records(load_records(data_dir, download))
+
+    def query_tokens(self, text: str) -> list[int]:
+        return self.tokenizer.tokenize([text], update_vocab=False, return_as="ids", show_progress=False)[0]
+
+    def scores(self, text: str) -> np.ndarray:
+        """BM25 score of every passage for this text (zeros where it shares no indexed term)."""
+        tokens = self.query_tokens(text)
+        if not tokens:
+            return np.zeros(len(self.passages), dtype=np.float32)
+        return self.bm25.get_scores(tokens)
+
+    def search(self, text: str, k: int = 10) -> list[tuple[int, float]]:
+        scores = self.scores(text)
+        if not scores.any():
+            return []
+        top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
+        return [(int(i), float(scores[i])) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > 0]
+
+    def named_ids(self, text: str) -> list[str]:
+        return [m.upper() for m in dict.fromkeys(ID_PATTERN.findall(text)) if m.upper() in self.by_id]
+
+    def lookup(self, entry_id: str) -> list[int]:
+        return self.by_id.get(entry_id.upper(), [])

@@ -1,0 +1,169 @@
+"""The MCQ answerer that reads the catalogs: a head for CTI multiple-choice questions, open-book.
+
+For a question and its options it retrieves passages from the knowledge index (heads/knowledge.py): the passages of
+every entry the question names by id first, then BM25's best for the question. Each option gets features of how well
+those passages support it (the share of its terms they hold, whether they hold it verbatim, how much the option adds
+to the question's best BM25 match); a logistic model over the features, centred within each question, scores the
+options, and a softmax over them gives the probabilities. The features are learned on the corpus's MCQ *training*
+examples, the retrieval depth and regularisation chosen on its *validation* examples; CTI-Bench is never seen.
+The passage that decided an option is kept, so an answer cites what it read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads.knowledge import KnowledgeIndex
+
+FEATURES = ("named_cover", "named_exact", "top1_cover", "topk_cover", "topk_exact", "joint_bm25")
+DEPTHS = (5, 10, 20)  # retrieval depths tried on validation
+STRENGTHS = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation
+PROMPT = re.compile(r"\*\*Question:\*\* (?P<question>.*?)\s+\*\*Options:\*\* A\) (?P<A>.*?) B\) (?P<B>.*?) C\) (?P<C>.*?) "
+                    r"D\) (?P<D>.*?)\s*\*\*Important", re.DOTALL)
+WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+def mcq_fields(prompt: str) -> tuple[str, list[str]]:
+    """Question and options from a CTI-MCQ prompt as the task builds it (corpus examples and new inputs)."""
+    match = PROMPT.search(prompt)
+    if match is None:
+        raise CybersecqwenError("not a CTI-MCQ prompt (expected **Question:** ... **Options:** A) ... D) ...)")
+    return match["question"].strip(), [match[letter].strip() for letter in "ABCD"]
+
+
+@dataclass
+class Support:
+    """One option's features and the passage that supports it most (index into the knowledge index, or None)."""
+
+    features: np.ndarray
+    passage: int | None
+
+
+class Terms:
+    """Stemmed content words, as the index tokenizes them."""
+
+    def __init__(self, index: KnowledgeIndex) -> None:
+        from bm25s.stopwords import STOPWORDS_EN
+
+        from cybersecqwen.heads.knowledge import _stemmer
+
+        self.stop, self.stemmer, self.cache = set(STOPWORDS_EN), _stemmer(), {}
+
+    def __call__(self, text: str) -> frozenset[str]:
+        found = self.cache.get(text)
+        if found is None:
+            words = [w for w in WORD.findall(text.lower()) if w not in self.stop]
+            found = self.cache[text] = frozenset(self.stemmer.stemWords(words))
+        return found
+
+
+def option_support(index: KnowledgeIndex, terms: Terms, question: str, options: Sequence[str], depth: int) -> list[Support]:
+    named = [i for entry in index.named_ids(question) for i in index.lookup(entry)]
+    retrieved = [i for i, _ in index.search(question, depth)]
+    base = index.scores(question).max(initial=0.0)
+    rows = []
+    for option in options:
+        option_terms = terms(option)
+        lowered = option.lower().strip()
+
+        def cover(passages: list[int]) -> tuple[float, int | None]:
+            best, where = 0.0, None
+            for i in passages:
+                share = len(option_terms & terms(index.passages[i].text)) / len(option_terms) if option_terms else 0.0
+                if share > best:
+                    best, where = share, i
+            return best, where
+
+        named_cover, named_at = cover(named)
+        top1_cover, _ = cover(retrieved[:1])
+        topk_cover, topk_at = cover(retrieved)
+        named_exact = float(bool(lowered) and any(lowered in index.passages[i].text.lower() for i in named))
+        topk_exact = max((1.0 / (1 + rank) for rank, i in enumerate(retrieved) if lowered and lowered in index.passages[i].text.lower()),
+                         default=0.0)
+        joint = float(index.scores(f"{question} {option}").max(initial=0.0) - base)
+        rows.append(Support(np.array([named_cover, named_exact, top1_cover, topk_cover, topk_exact, joint]),
+                            named_at if named_at is not None else topk_at))
+    return rows
+
+
+def centred(matrix: np.ndarray) -> np.ndarray:
+    """Features relative to the question's other options (what sets an option apart), joint BM25 scaled per question."""
+    out = matrix - matrix.mean(axis=0, keepdims=True)
+    spread = np.abs(out[:, -1]).max()
+    if spread > 0:
+        out[:, -1] /= spread
+    return out
+
+
+def softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max())
+    return shifted / shifted.sum()
+
+
+@dataclass
+class McqAnswerer:
+    index: KnowledgeIndex
+    weights: np.ndarray
+    bias: float
+    depth: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.terms = Terms(self.index)
+
+    def answer(self, question: str, options: Sequence[str]) -> dict[str, Any]:
+        """The best option, every option's probability and the passage behind each."""
+        if len(options) < 2:
+            raise CybersecqwenError("a multiple-choice question needs at least two options")
+        support = option_support(self.index, self.terms, question, options, self.depth)
+        matrix = centred(np.stack([s.features for s in support]))
+        probabilities = softmax(matrix @ self.weights + self.bias)
+        best = int(np.argmax(probabilities))
+        return {"best": best, "probabilities": probabilities,
+                "passages": [None if s.passage is None else self.index.passages[s.passage] for s in support],
+                "found": any(s.passage is not None for s in support)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "weights": [float(w) for w in self.weights], "bias": self.bias, "depth": self.depth,
+                **self.details}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any], index: KnowledgeIndex) -> "McqAnswerer":
+        if payload.get("features") != list(FEATURES):
+            raise CybersecqwenError("the MCQ answerer in these heads was trained with other features; retrain the heads")
+        return cls(index, np.array(payload["weights"], dtype=float), float(payload["bias"]), int(payload["depth"]),
+                   {k: v for k, v in payload.items() if k not in ("features", "weights", "bias", "depth")})
+
+
+def fit_answerer(index: KnowledgeIndex, train: list[tuple[str, list[str], int]], val: list[tuple[str, list[str], int]],
+                 seed: int = 0) -> McqAnswerer:
+    """Learn the option weights on `train` (question, options, gold index); choose depth and strength on `val`."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not train or not val:
+        raise CybersecqwenError("the MCQ answerer needs corpus MCQ examples in both the training and the validation split")
+    terms = Terms(index)
+
+    def matrices(rows, depth):
+        return [centred(np.stack([s.features for s in option_support(index, terms, q, options, depth)])) for q, options, _ in rows]
+
+    best = None
+    for depth in DEPTHS:
+        train_x, val_x = matrices(train, depth), matrices(val, depth)
+        x = np.concatenate(train_x)
+        y = np.concatenate([[int(j == gold) for j in range(len(options))] for _, options, gold in train])
+        for strength in STRENGTHS:
+            model = LogisticRegression(C=strength, max_iter=1000, random_state=seed).fit(x, y)
+            correct = sum(int(np.argmax(m @ model.coef_[0])) == gold for m, (_, _, gold) in zip(val_x, val))
+            accuracy = correct / len(val)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, depth, strength, model)
+    accuracy, depth, strength, model = best
+    return McqAnswerer(index, model.coef_[0].astype(float), float(model.intercept_[0]), depth,
+                       {"validation_accuracy": round(accuracy, 4), "validation_items": len(val), "train_items": len(train),
+                        "strength": strength, "chosen_on": "corpus MCQ validation split (depth x strength grid)"})
