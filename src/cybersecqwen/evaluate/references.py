@@ -47,12 +47,16 @@ def run_settings(report: dict[str, Any], task: str, n_items: int | None = None) 
             "trials": entry.get("trials", {}).get("count", report["protocol"].get("trials", 1)),
             "temperature": report["protocol"].get("temperature"), "n_items": entry["n_items"],
             "whole_file": entry["n_items"] + skipped >= entry.get("n_file_rows", entry["n_items"]),
-            "n_file_rows": entry.get("n_file_rows"), "metrics": entry.get("metrics", {})}
+            "n_file_rows": entry.get("n_file_rows"), "metrics": entry.get("metrics", {}),
+            "book": entry.get("book", "closed-book")}
 
 
 def differences(reference: dict[str, Any], task: str, metric: str, settings: dict[str, Any]) -> list[str]:
     """Why a reference's number is not comparable with a run's (empty: comparable)."""
     reasons = []
+    if settings.get("book", "closed-book") != reference.get("book", "closed-book"):
+        # Published numbers are closed-book: a run that read the catalogs is another protocol, never set beside them.
+        reasons.append(f"{settings['book'].split(' (')[0]} vs {reference.get('book', 'closed-book')}")
     if reference["protocol"] != settings["protocol"]:
         reasons.append(f"protocol {reference['protocol']} vs {settings['protocol']}")
     if reference["mode"] != settings["mode"]:

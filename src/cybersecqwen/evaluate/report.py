@@ -83,7 +83,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if summary:
             trial_note = f" (trials {fmt(summary['mean'], first)} ± {fmt(summary['std'], first)})"
         lines.append(
-            f"| {name} | {entry['mode']} | {entry['n_items']} | {first} | {fmt(metrics.get(first), first)}{trial_note} | "
+            f"| {name} | {entry['mode']}{', **open-book**' if entry.get('book', 'closed-book') != 'closed-book' else ''} | {entry['n_items']} | {first} | {fmt(metrics.get(first), first)}{trial_note} | "
             f"{fmt_ci(entry['ci95'].get(first), first)} | {second}: {fmt(metrics.get(second), second or '')} | "
             f"{fmt(metrics.get('parse_failure_rate'))} ({fmt(metrics.get('invalid'), 'invalid')}/{fmt(metrics.get('n'), 'n')}) | "
             f"{fmt(baseline['sample'].get(first), first)} ({answer}) | {baseline_verdict(entry)} |"
@@ -93,6 +93,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "The trivial baseline answers every item with the answer key's majority answer (over the whole file); "
         "its value here is on the same sample. A model whose interval does not clear it has shown no knowledge "
         "on that task, whatever its raw number.",
+        *([f"", "**open-book**: " + "; ".join(f"{n}: {e['book']}" for n, e in report["tasks"].items() if e.get("book", "closed-book") != "closed-book")
+           + ". Published CTI-Bench numbers are closed-book (the model answers from the question alone): they are not "
+             "the same protocol and are never set beside these."]
+          if any(e.get("book", "closed-book") != "closed-book" for e in report["tasks"].values()) else []),
         "",
         "## Protocol sensitivity (the same responses under each rule set)",
         "",

@@ -138,7 +138,7 @@ def open_model(plan: EvalPlan, responder: Any = None):
     if plan.model is None:
         from cybersecqwen.heads.respond import HeadsResponder
 
-        return HeadsResponder(plan.cfg.model.removeprefix("heads:"))
+        return HeadsResponder(plan.cfg.model.removeprefix("heads:"), plan.cfg.data_dir, plan.cfg.download)
     return load_backend(plan.model, dtype=plan.cfg.dtype, batch_size=plan.cfg.batch_size)
 
 
@@ -284,8 +284,11 @@ def build_report(plan: EvalPlan, saved: dict[str, dict[tuple[int, int], Response
         sensitivity = {r: score_task(task, items, responses, r, trials, with_ci=False, set_aside=aside).metrics
                        for r in rule_sets(task)}
         baseline_answer = task.trivial_answer(every_row)
+        books = ((backend_info.details or {}).get("book", {}) if backend_info else {})
         report["tasks"][task.name] = {
             "mode": task_mode(task, cfg.mode),
+            # closed-book: the model answers from the item alone; open-book: it also read the catalogs (heads' MCQ answerer)
+            "book": books.get(task.name, "closed-book"),
             "rules": rules,
             "headline": task.official_metric_names(rules),
             "higher_is_better": task.higher_is_better,

@@ -36,6 +36,23 @@ def mcq_fields(prompt: str) -> tuple[str, list[str]]:
     return match["question"].strip(), [match[letter].strip() for letter in "ABCD"]
 
 
+def corpus_mcq(path, with_source: bool = False) -> list[tuple]:
+    """(question, options, gold index[, source entry id]) of every CTI-MCQ example of a corpus split file."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        example = json.loads(line) if line.strip() else {}
+        if example.get("task") != "cti-mcq":
+            continue
+        question, options = mcq_fields(example["messages"][-2]["content"])
+        letter = example["messages"][-1]["content"].strip()[-1:]
+        row = (question, options, "ABCD".index(letter))
+        rows.append(row + (example["source_id"].split("#")[0].upper(),) if with_source else row)
+    return rows
+
+
 @dataclass
 class Support:
     """One option's features and the passage that supports it most (index into the knowledge index, or None)."""

@@ -31,8 +31,8 @@ def load_heads(folder: Path | str, corpus_manifest: Path | None = None) -> "Head
         path = folder / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             raise CybersecqwenError(f"{path} does not match its sha256 in {manifest_path} (tampered or damaged); retrain the heads")
-    if set(manifest.get("files", {})) != {"weights.npz", "heads.json"}:
-        raise CybersecqwenError(f"{manifest_path} does not list weights.npz and heads.json; retrain the heads")
+    if not {"weights.npz", "heads.json"} <= set(manifest.get("files", {})) <= {"weights.npz", "heads.json", "mcq.json"}:
+        raise CybersecqwenError(f"{manifest_path} does not list weights.npz and heads.json (and at most mcq.json); retrain the heads")
     if corpus_manifest is not None:
         actual = hashlib.sha256(corpus_manifest.read_bytes()).hexdigest()
         if actual != manifest.get("corpus_manifest_sha256"):
@@ -48,6 +48,8 @@ def load_heads(folder: Path | str, corpus_manifest: Path | None = None) -> "Head
                                         arrays.get(f"{name}.holdout_labels"), arrays.get(f"{name}.holdout_probabilities"))
                                  for name, meta in metas.items()}
     heads.manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    if "mcq.json" in manifest["files"]:
+        heads.mcq_payload = json.loads((folder / "mcq.json").read_text(encoding="utf-8"))
     return heads
 
 
@@ -61,6 +63,20 @@ class Heads:
         self.models, self.manifest, self.folder = models, manifest, folder
         self.manifest_sha256 = ""
         self.holdout_predictions: dict[str, tuple[dict[str, int], Any, Any]] = {}
+        self.mcq_payload: dict[str, Any] | None = None  # the MCQ answerer's weights (heads/mcq.py), when trained
+        self._mcq = None
+
+    def mcq(self, data_dir: Path | None = None, download: bool = False, index=None):
+        """The MCQ answerer over the knowledge index of the catalogs (built once, from `index` or the data files)."""
+        if self.mcq_payload is None:
+            raise CybersecqwenError(f"the heads in {self.folder} have no MCQ answerer "
+                                    f"({self.manifest.get('skipped', {}).get('mcq', 'trained before it existed: retrain the heads')})")
+        if self._mcq is None:
+            from cybersecqwen.heads.knowledge import KnowledgeIndex
+            from cybersecqwen.heads.mcq import McqAnswerer
+
+            self._mcq = McqAnswerer.from_json(self.mcq_payload, index or KnowledgeIndex.load(data_dir, download))
+        return self._mcq
 
     def holdout(self) -> "Heads":
         """These heads answering their validation texts as they did before the refit on train + validation (which

@@ -253,13 +253,35 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
         arrays[f"{spec.name}.holdout_probabilities"] = np.take_along_axis(holdout, top, axis=1).astype(np.float32)
         meta["holdout_keys"] = [text_key(text) for text in holdout_texts]
         heads[spec.name] = {"meta": meta, "metrics": metrics, "tasks": list(spec.tasks)}
+    mcq = train_mcq(corpus, data_dir, download, seed, skipped)
     write_heads(out, arrays, heads, {
         "kind": "cybersecqwen-heads", "cybersecqwen_version": __version__, "seed": seed,
         "corpus": str(corpus), "corpus_manifest_sha256": sha256_bytes(manifest_path.read_bytes()),
         "split": f"validation = newest {CVE_VALIDATION_SHARE:.0%} of CVE records by CVE id + the corpus val split of other sources",
         "skipped": skipped, "seconds": round(time.perf_counter() - started, 1), "versions": library_versions(),
-    })
+    }, mcq)
     return json.loads((out / "manifest.json").read_text())
+
+
+def train_mcq(corpus: Path, data_dir: Path | None, download: bool, seed: int, skipped: dict[str, str]) -> dict[str, Any] | None:
+    """The MCQ answerer (heads/mcq.py): features learned on the corpus's MCQ training examples, its settings chosen on
+    the validation ones, over the knowledge index of the catalogs. Optional, like the ATT&CK and actor heads."""
+    from cybersecqwen.datafiles import MissingDataError
+    from cybersecqwen.heads.knowledge import KnowledgeIndex
+    from cybersecqwen.heads.mcq import corpus_mcq, fit_answerer
+
+    train, val = corpus_mcq(corpus / "train.jsonl"), corpus_mcq(corpus / "val.jsonl")
+    if not train or not val:
+        skipped["mcq"] = "the corpus has no CTI-MCQ examples in both splits"
+        return None
+    try:
+        index = KnowledgeIndex.load(data_dir, download)
+    except MissingDataError as exc:
+        skipped["mcq"] = f"the knowledge index needs the catalogs: {exc}"
+        log.warning("%s", skipped["mcq"])
+        return None
+    answerer = fit_answerer(index, train, val, seed)
+    return {**answerer.to_json(), "passages": len(index.passages)}
 
 
 def library_versions() -> dict[str, str]:
@@ -269,15 +291,23 @@ def library_versions() -> dict[str, str]:
     return {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
 
 
-def write_heads(out: Path, arrays: dict[str, np.ndarray], heads: dict[str, Any], manifest: dict[str, Any]) -> None:
+def write_heads(out: Path, arrays: dict[str, np.ndarray], heads: dict[str, Any], manifest: dict[str, Any],
+                mcq: dict[str, Any] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         np.savez(staging / "weights.npz", **arrays)
         (staging / "heads.json").write_text(json.dumps({n: h["meta"] for n, h in heads.items()}, ensure_ascii=False), encoding="utf-8")
+        files = ["weights.npz", "heads.json"]
+        if mcq is not None:
+            (staging / "mcq.json").write_text(json.dumps(mcq, indent=2) + "\n", encoding="utf-8")
+            files.append("mcq.json")
         manifest["heads"] = {name: {"tasks": h["tasks"], "labels": len(h["meta"]["labels"]), "validation": h["metrics"]}
                              for name, h in heads.items()}
-        manifest["files"] = {name: sha256_bytes((staging / name).read_bytes()) for name in ("weights.npz", "heads.json")}
+        if mcq is not None:
+            manifest["mcq"] = {"tasks": ["cti-mcq"], "protocol": "open-book over the open catalogs",
+                               "validation": {k: mcq[k] for k in ("validation_accuracy", "validation_items", "train_items", "depth", "strength")}}
+        manifest["files"] = {name: sha256_bytes((staging / name).read_bytes()) for name in files}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()
@@ -296,5 +326,9 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
                    f"top-1 {v['top1']:.3f}, top-5 {v['top5']:.3f}, ECE {v['ece']:.3f}, review below {v['review_below']}")
         lines.append(f"  {name}: {head['labels']} labels, {v['train_examples']} train / {v['validation_examples']} validation; "
                      f"C {v['c']}; {quality}")
+    if "mcq" in manifest:
+        v = manifest["mcq"]["validation"]
+        lines.append(f"  mcq (open-book over the catalogs): {v['train_items']} train / {v['validation_items']} validation; "
+                     f"depth {v['depth']}, C {v['strength']}; accuracy {v['validation_accuracy']:.3f}")
     lines += [f"  {name}: not trained: {why}" for name, why in manifest.get("skipped", {}).items()]
     return "\n".join(lines)
