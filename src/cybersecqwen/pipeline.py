@@ -218,10 +218,10 @@ class Pipeline:
         write_json(self.output("fuse"), result)
 
     def stage_eval_heads(self) -> None:
-        from cybersecqwen.heads.respond import TASK_HEADS
+        from cybersecqwen.heads.respond import answerable
 
         # The heads are fast: every row of their tasks, so their numbers carry the tightest intervals.
-        self.evaluate(f"heads:{self.output('heads') / 'model'}", "eval-heads", tuple(TASK_HEADS), limit=None)
+        self.evaluate(f"heads:{self.output('heads') / 'model'}", "eval-heads", answerable(self.output("heads") / "model"), limit=None)
 
     def stage_eval_fused(self) -> None:
         from cybersecqwen.serve.fuse import FusedResponder, fused_service

@@ -127,7 +127,8 @@ def build(pipeline) -> dict[str, Any]:
                 entry = report["tasks"].get(task_name)
                 if entry:
                     model = {"value": entry["metrics"].get(metric), "ci95": entry["ci95"].get(metric), "n_items": entry["n_items"],
-                             "parse_failure_rate": entry["metrics"].get("parse_failure_rate"), "baseline": row["trivial_baseline"]}
+                             "parse_failure_rate": entry["metrics"].get("parse_failure_rate"), "baseline": row["trivial_baseline"],
+                             "book": entry.get("book", "closed-book")}
                     model["verdict"] = verdict(model, row["higher_is_better"])
                     row["models"][label] = model
             for a, b in PAIRS:
@@ -167,8 +168,10 @@ def heads_verdicts(row: dict[str, Any], percent: bool) -> list[str]:
         p = f" (paired p = {paired['p_value']:.3g} on shared items)" if paired.get("p_value") is not None else ""
         significant = paired.get("p_value") is not None and paired["p_value"] < 0.05
         verb = ("beats" if significant else "is above, not significantly,") if better(model["value"], heads["value"]) else "does NOT beat"
+        book = (" (the heads answer open-book, reading the catalogs; the model answers from the question alone)"
+                if heads.get("book", "closed-book") != "closed-book" else "")
         lines.append(f"\nThe {LABELS.get(label, label)} {verb} the heads trained on the same corpus: "
-                     f"{fmt(model['value'], percent)} vs {fmt(heads['value'], percent)}{p}.")
+                     f"{fmt(model['value'], percent)} vs {fmt(heads['value'], percent)}{p}{book}.")
     return lines
 
 
@@ -223,7 +226,8 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
             for label, model in row["models"].items():
                 ci = model["ci95"]
                 ci_text = f"[{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "n/a"
-                lines.append(f"| {LABELS.get(label, label)} | {model.get('n_items', row['n_items'])} | {fmt(model['value'], percent)} | "
+                book = "" if model.get("book", "closed-book") == "closed-book" else " (**open-book**: read the catalogs)"
+                lines.append(f"| {LABELS.get(label, label)}{book} | {model.get('n_items', row['n_items'])} | {fmt(model['value'], percent)} | "
                              f"{ci_text} | {fmt(model['parse_failure_rate'])} | {model['verdict']} |")
             said = tuned_vs_base(row, percent)
             if said:

@@ -84,8 +84,10 @@ def test_heads_are_evaluated_like_any_model_through_the_task_scorers(trained_hea
     assert rcm["ci95"]["accuracy"] and rcm["trivial_baseline"]["answer"] == "CWE-79"
     assert report["tasks"]["cti-vsp"]["metrics"]["valid"] == 2
     assert report["backend"]["kind"] == "heads"
-    with pytest.raises(CybersecqwenError, match="not cti-mcq"):
+    # These heads' corpus has no MCQ examples, so no MCQ answerer: refused before any item is answered, saying why.
+    with pytest.raises(CybersecqwenError, match="cannot answer cti-mcq: their corpus could not train mcq"):
         run_eval(EvalConfig(model=f"heads:{trained_heads}", tasks={"cti-mcq": None}, out=tmp_path / "mcq", data_dir=source_mirror))
+    assert not (tmp_path / "mcq").exists()
 
 
 def fusion_items(model_quality: str, n: int = 200, seed: int = 0) -> list[tuple[np.ndarray, int]]:

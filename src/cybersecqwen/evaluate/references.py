@@ -56,7 +56,7 @@ def differences(reference: dict[str, Any], task: str, metric: str, settings: dic
     reasons = []
     if settings.get("book", "closed-book") != reference.get("book", "closed-book"):
         # Published numbers are closed-book: a run that read the catalogs is another protocol, never set beside them.
-        reasons.append(f"{settings['book'].split(' (')[0]} vs {reference.get('book', 'closed-book')}")
+        reasons.append(f"{settings['book'].split()[0]} vs {reference.get('book', 'closed-book')}")
     if reference["protocol"] != settings["protocol"]:
         reasons.append(f"protocol {reference['protocol']} vs {settings['protocol']}")
     if reference["mode"] != settings["mode"]:

@@ -122,12 +122,18 @@ def plan_eval(cfg: EvalConfig, responder: Any = None) -> EvalPlan:
                     {name: entry for task in tasks for name, entry in task.data_files.items()},
                     None if cfg.model.startswith("heads:") or responder is not None else resolve_model(cfg.model, cfg.backend))
     if plan.model is None:
-        from cybersecqwen.heads.respond import TASK_HEADS
+        from cybersecqwen.heads.respond import TASK_HEADS, answerable
 
         supported = getattr(responder, "tasks", TASK_HEADS)
         unsupported = [t.name for t in tasks if t.name not in supported]
         if unsupported:
             raise CybersecqwenError(f"{cfg.model.split(':')[0]} answer {', '.join(supported)}; not {', '.join(unsupported)}")
+        if responder is None:  # before any item is answered: a head these heads could not train answers nothing
+            folder = cfg.model.removeprefix("heads:")
+            missing = [t.name for t in tasks if t.name not in answerable(folder)]
+            if missing:
+                raise CybersecqwenError(f"the heads in {folder} cannot answer {', '.join(missing)}: their corpus could not "
+                                        f"train {', '.join(TASK_HEADS[m] for m in missing)} (see `skipped` in its manifest.json)")
     check_run_dir(plan)
     return plan
 

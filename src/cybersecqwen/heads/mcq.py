@@ -3,7 +3,7 @@
 For a question and its options it retrieves passages from the knowledge index (heads/knowledge.py): the passages of
 every entry the question names by id first, then BM25's best for the question. Each option gets features of how well
 those passages support it (the share of its terms they hold, whether they hold it verbatim, how much the option adds
-to the question's best BM25 match); a logistic model over the features, centred within each question, scores the
+to the question's best retrieval score); a logistic model over the features, centred within each question, scores the
 options, and a softmax over them gives the probabilities. The features are learned on the corpus's MCQ *training*
 examples, the retrieval depth and regularisation chosen on its *validation* examples; CTI-Bench is never seen.
 The passage that decided an option is kept, so an answer cites what it read.
@@ -20,7 +20,7 @@ import numpy as np
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.knowledge import KnowledgeIndex
 
-FEATURES = ("named_cover", "named_exact", "top1_cover", "topk_cover", "topk_exact", "joint_bm25")
+FEATURES = ("named_cover", "named_exact", "top1_cover", "topk_cover", "topk_exact", "joint_retrieval")
 DEPTHS = (5, 10, 20)  # retrieval depths tried on validation
 STRENGTHS = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation
 PROMPT = re.compile(r"\*\*Question:\*\* (?P<question>.*?)\s+\*\*Options:\*\* A\) (?P<A>.*?) B\) (?P<B>.*?) C\) (?P<C>.*?) "
@@ -62,14 +62,14 @@ class Support:
 
 
 class Terms:
-    """Stemmed content words, as the index tokenizes them."""
+    """Stemmed content words (scikit-learn's English stop words out, Snowball stems), as the index reads them."""
 
     def __init__(self, index: KnowledgeIndex) -> None:
-        from bm25s.stopwords import STOPWORDS_EN
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
         from cybersecqwen.heads.knowledge import _stemmer
 
-        self.stop, self.stemmer, self.cache = set(STOPWORDS_EN), _stemmer(), {}
+        self.stop, self.stemmer, self.cache = set(ENGLISH_STOP_WORDS), _stemmer(), {}
 
     def __call__(self, text: str) -> frozenset[str]:
         found = self.cache.get(text)
@@ -147,14 +147,18 @@ class McqAnswerer:
 
     def to_json(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "weights": [float(w) for w in self.weights], "bias": self.bias, "depth": self.depth,
-                **self.details}
+                "retriever": self.index.retriever, **self.details}
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], index: KnowledgeIndex) -> "McqAnswerer":
+        """The answerer over `index`, re-indexed with the retriever its weights were learned over (scores differ)."""
         if payload.get("features") != list(FEATURES):
             raise CybersecqwenError("the MCQ answerer in these heads was trained with other features; retrain the heads")
+        retriever = payload.get("retriever", "bm25")
+        if index.retriever != retriever:
+            index = KnowledgeIndex(index.passages, retriever)
         return cls(index, np.array(payload["weights"], dtype=float), float(payload["bias"]), int(payload["depth"]),
-                   {k: v for k, v in payload.items() if k not in ("features", "weights", "bias", "depth")})
+                   {k: v for k, v in payload.items() if k not in ("features", "weights", "bias", "depth", "retriever")})
 
 
 def fit_answerer(index: KnowledgeIndex, train: list[tuple[str, list[str], int]], val: list[tuple[str, list[str], int]],

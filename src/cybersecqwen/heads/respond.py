@@ -15,6 +15,13 @@ TASK_HEADS = {"cti-rcm": "cwe", "cti-rcm-2021": "cwe", "cti-vsp": "cvss-AV", "ct
 OPEN_BOOK = "open-book over the open catalogs (ATT&CK, CAPEC, CWE, MISP passages)"
 
 
+def answerable(folder: Path | str) -> tuple[str, ...]:
+    """The tasks these heads can answer (a head the corpus could not train answers nothing)."""
+    heads = load_heads(folder)
+    return tuple(task for task, head in TASK_HEADS.items()
+                 if (heads.mcq_payload is not None if head == "mcq" else heads.has(head)))
+
+
 class HeadsResponder:
     is_instruct = True
 

@@ -129,6 +129,14 @@ class AskRequest(BaseModel):
     max_tokens: int = Field(256, ge=1)
 
 
+class Citation(BaseModel):
+    source: str = Field(description="the catalog: mitre-attack-enterprise, mitre-capec, mitre-cwe, misp-galaxy-threat-actor")
+    id: str = Field(description="the entry: T1059.004, CAPEC-114, CWE-1256, G1015, M1038, or a MISP actor's name")
+    field: str = Field(description="the entry's field the passage is: description, mitigation, detection, consequences, ...")
+    url: str
+    text: str = Field(description="the sentence (or passage) that decided the answer, as the catalog writes it")
+
+
 class AskResponse(BaseModel):
     answer: str
     option: str | None = None
@@ -136,6 +144,9 @@ class AskResponse(BaseModel):
     probabilities: dict[str, float] | None = None
     needs_review: bool
     note: str | None = None
+    found: bool | None = Field(None, description="open-book answers: false when the catalogs hold nothing relevant")
+    citations: list[Citation] | None = Field(None, description="open-book answers: the passages that decided it")
+    method: str | None = None
 
 
 class AdvisoryRequest(BaseModel):

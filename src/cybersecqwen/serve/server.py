@@ -59,7 +59,21 @@ def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool
         if unknown:
             raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
                                     "retrain them against the same CWE version")
-    return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model))
+    return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model), knowledge=knowledge_index(data_dir, download))
+
+
+def knowledge_index(data_dir: Path | None, download: bool):
+    """The catalogs as citable passages for grounded Q&A (heads/knowledge.py); None, logged, where a source is missing."""
+    import logging
+
+    from cybersecqwen.datafiles import MissingDataError
+    from cybersecqwen.heads.knowledge import KnowledgeIndex
+
+    try:
+        return KnowledgeIndex.load(data_dir, download)
+    except MissingDataError as exc:
+        logging.getLogger(__name__).warning("no knowledge index (grounded Q&A answers from the model): %s", exc)
+        return None
 
 
 def serving_backend(model: str, backend_kind: str, no_model: bool = False):

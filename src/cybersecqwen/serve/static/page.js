@@ -16,7 +16,7 @@ $("task").addEventListener("change", () => {
 
 function cell(row, value, href) {
   const td = document.createElement("td");
-  if (href && /^https:\/\/(cwe|attack)\.mitre\.org\//.test(href)) {
+  if (href && /^https:\/\/(cwe|capec|attack)\.mitre\.org\//.test(href)) {
     const a = document.createElement("a");
     a.href = href; a.textContent = value; a.target = "_blank"; a.rel = "noopener noreferrer";
     td.appendChild(a);
@@ -96,6 +96,14 @@ function render(task, data) {
     p.id = "answer";
     p.textContent = data.answer;
     out.appendChild(p);
+    if (data.method) {
+      const m = document.createElement("p");
+      m.textContent = "Method: " + data.method;
+      out.appendChild(m);
+    }
+    // Citations are the catalogs' own words, shown as text; only MITRE catalog pages become links.
+    if (data.citations) section(out, "Sources", ["entry", "catalog", "field", "passage"],
+      data.citations.map((c) => [[c.id, c.url], [c.source], [c.field], [c.text]]));
   }
 }
 

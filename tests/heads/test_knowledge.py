@@ -1,0 +1,158 @@
+"""Issue 26: the knowledge index of the open catalogs and the open-book MCQ answerer, on the fixture catalogs; then
+the answerer trained as a head, evaluated as one (open-book, never beside closed-book numbers) and served by
+/v1/cti/ask with citations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cybersecqwen.errors import CybersecqwenError
+from tests.corpus.conftest import source_mirror  # noqa: F401 - the fixture catalogs
+from tests.heads.conftest import heads_corpus, synthetic_examples, write_corpus  # noqa: F401
+
+
+@pytest.fixture
+def records(source_mirror):  # noqa: F811
+    from cybersecqwen.heads.knowledge import load_records
+
+    return load_records(source_mirror)
+
+
+@pytest.fixture
+def index(records):
+    from cybersecqwen.heads.knowledge import KnowledgeIndex
+
+    return KnowledgeIndex.from_records(records)
+
+
+def mcq_rows(records) -> list[tuple[str, list[str], int]]:
+    """The corpus builder's own MCQ examples over the fixture catalogs, as (question, options, gold index)."""
+    from cybersecqwen.corpus.builders import mcq_examples
+    from cybersecqwen.heads.mcq import mcq_fields
+
+    rows = []
+    for example in (e.as_json() for e in mcq_examples(records, 0) if e is not None):
+        question, options = mcq_fields(example["messages"][-2]["content"])
+        rows.append((question, options, "ABCD".index(example["messages"][-1]["content"].strip())))
+    return rows
+
+
+def test_passages_keep_their_source_id_field_and_url(index):
+    fields = {(p.source, p.field) for p in index.passages}
+    assert {("mitre-attack-enterprise", "description"), ("mitre-attack-enterprise", "tactics"), ("mitre-attack-enterprise", "mitigation"),
+            ("mitre-attack-enterprise", "procedure"), ("mitre-capec", "description"), ("mitre-cwe", "description"),
+            ("mitre-cwe", "consequences"), ("misp-galaxy-threat-actor", "description")} <= fields
+    mitigation = next(p for p in index.passages if p.field == "mitigation")
+    assert mitigation.entry_id == "T1059" and "(M" in mitigation.text and "(T1059)" in mitigation.text
+    assert mitigation.url.startswith("https://attack.mitre.org/techniques/T1059")
+    cwe = next(p for p in index.passages if p.entry_id == "CWE-89")
+    assert cwe.url == "https://cwe.mitre.org/data/definitions/89.html" and cwe.text.startswith("CWE-89 (")
+    # Ids a question writes are looked up exactly; ids the catalogs lack are not invented.
+    assert index.named_ids("Is t1059 like CWE-89, CAPEC-66 or T9999?") == ["T1059", "CWE-89", "CAPEC-66"]
+    assert all(index.passages[i].entry_id == "CWE-89" for i in index.lookup("cwe-89"))
+
+
+def test_a_question_finds_the_entry_it_was_written_from(index):
+    top = [index.passages[i] for i, _ in index.search("Which weakness lets attackers inject SQL commands into a query?", 3)]
+    assert "CWE-89" in {p.entry_id for p in top}
+    assert index.search("zzzz qqqq", 5) == []  # nothing shared: nothing returned, never a guess
+
+
+def test_the_answerer_learns_on_train_chooses_on_validation_and_cites(index, records):
+    from cybersecqwen.heads.mcq import McqAnswerer, fit_answerer
+
+    rows = mcq_rows(records)
+    train, val = rows[::2] + rows[1::4], rows[3::4]
+    answerer = fit_answerer(index, train, val)
+    assert answerer.details["validation_items"] == len(val) and answerer.depth in (5, 10, 20)
+    assert answerer.details["validation_accuracy"] > 0.25  # above chance over four options, on items it did not learn from
+    question = "Which MITRE ATT&CK tactic does the technique Command and Scripting Interpreter (T1059) serve?"
+    tactics = sorted(records["mitre-attack-enterprise"].tactics.values())[:4]
+    if "Execution" not in tactics:
+        tactics = tactics[:3] + ["Execution"]
+    result = answerer.answer(question, tactics)
+    assert tactics[result["best"]] == "Execution"
+    assert abs(float(result["probabilities"].sum()) - 1) < 1e-9
+    assert result["passages"][result["best"]].entry_id == "T1059"
+    # Saved and read back: the same answer.
+    again = McqAnswerer.from_json(json.loads(json.dumps(answerer.to_json())), index).answer(question, tactics)
+    assert again["best"] == result["best"]
+    with pytest.raises(CybersecqwenError, match="other features"):
+        McqAnswerer.from_json({**answerer.to_json(), "features": ["x"]}, index)
+
+
+@pytest.fixture
+def mcq_heads(records, source_mirror, tmp_path):  # noqa: F811
+    """Heads trained on a corpus holding the synthetic examples and the builder's MCQ examples in both splits."""
+    from cybersecqwen.corpus.builders import mcq_examples
+    from cybersecqwen.heads.train import train_heads
+
+    corpus = write_corpus(tmp_path / "corpus", synthetic_examples() + [e.as_json() for e in mcq_examples(records, 0) if e is not None],
+                          val_every=4)
+    train_heads(corpus, tmp_path / "heads", source_mirror)
+    return tmp_path / "heads"
+
+
+def test_heads_train_the_answerer_and_guard_its_file(mcq_heads, tmp_path):
+    from cybersecqwen.heads import load_heads
+
+    manifest = json.loads((mcq_heads / "manifest.json").read_text())
+    assert "mcq.json" in manifest["files"] and manifest["mcq"]["protocol"] == "open-book over the open catalogs"
+    assert load_heads(mcq_heads).mcq_payload["depth"] in (5, 10, 20)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(mcq_heads, tampered)
+    payload = json.loads((tampered / "mcq.json").read_text())
+    payload["bias"] += 1
+    (tampered / "mcq.json").write_text(json.dumps(payload))
+    with pytest.raises(CybersecqwenError, match="does not match its sha256"):
+        load_heads(tampered)
+
+
+def test_eval_answers_cti_mcq_open_book_and_keeps_closed_book_numbers_apart(mcq_heads, source_mirror, tmp_path):  # noqa: F811
+    from cybersecqwen.evaluate.references import differences, run_settings
+    from cybersecqwen.evaluate.runner import EvalConfig, run_eval
+
+    report = run_eval(EvalConfig(model=f"heads:{mcq_heads}", tasks={"cti-mcq": None}, out=tmp_path / "eval", data_dir=source_mirror))
+    entry = report["tasks"]["cti-mcq"]
+    assert entry["book"].startswith("open-book") and entry["metrics"]["parse_failure_rate"] == 0
+    assert "**open-book**" in (tmp_path / "eval" / "report.md").read_text()
+    published = {"model": "X-8B", "protocol": "ctibench", "mode": "generate", "trials": 1, "temperature": 0, "items": "whole",
+                 "scores": {"cti-mcq": {"accuracy": 0.7}}}
+    reasons = differences(published, "cti-mcq", "accuracy", run_settings(report, "cti-mcq"))
+    assert any("open-book vs closed-book" in r for r in reasons)
+
+
+def test_ask_is_grounded_with_citations_or_says_it_found_nothing(mcq_heads, source_mirror, tmp_path):  # noqa: F811
+    from cybersecqwen.heads import load_heads
+    from cybersecqwen.heads.knowledge import KnowledgeIndex
+    from cybersecqwen.serve.app import ServerSettings, create_app
+    from cybersecqwen.serve.catalog import load_catalogs
+    from cybersecqwen.serve.service import CtiService
+
+    service = CtiService(None, load_catalogs(source_mirror), load_heads(mcq_heads), knowledge=KnowledgeIndex.load(source_mirror))
+    http = TestClient(create_app(None, service, ServerSettings(model_name="heads", audit_log=tmp_path / "a.jsonl")),
+                      base_url="http://localhost")
+    question = "Which MITRE ATT&CK tactic does the technique Command and Scripting Interpreter (T1059) serve?"
+    options = ["Discovery", "Execution", "Persistence", "Defense Evasion"]
+    reply = http.post("/v1/cti/ask", json={"question": question, "options": options})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["answer"] == "B" and body["option"] == "Execution" and body["found"] is True
+    assert body["citations"][0]["id"] == "T1059" and body["citations"][0]["url"].startswith("https://attack.mitre.org/")
+    assert "Execution" in body["citations"][0]["text"] and "open-book" in body["method"]
+    free = http.post("/v1/cti/ask", json={"question": "What does CWE-89 allow attackers to do?"}).json()
+    assert free["found"] is True and free["citations"][0]["id"] == "CWE-89" and free["answer"] in free["citations"][0]["text"]
+    missing = http.post("/v1/cti/ask", json={"question": "Which tactic is T0849 under?"}).json()
+    assert missing["found"] is False and "could not find" in missing["answer"] and "T0849" in missing["answer"]
+    assert missing["citations"] == []
+    foreign = http.post("/v1/cti/ask", json={"question": "Quelle est la capitale de la France ?"}).json()
+    assert foreign["found"] is False
+    assert http.post("/v1/cti/ask", json={"question": question, "options": options[:3]}).status_code == 422
+    assert http.post("/v1/cti/ask", json={"question": question, "options": [1, 2, 3, 4]}).status_code == 422
+    assert http.post("/v1/cti/ask", json={"question": ""}).status_code == 422
+    assert http.post("/v1/cti/ask", json={"question": "x" * 1_100_000}).status_code == 413
