@@ -49,14 +49,14 @@ def iocextract_finder(text):
 def ioc_finder_alone(text):
     from ioc_finder import find_iocs
 
-    from cybersecqwen.serve.advisory import IOC_KEYS
+    from cybersecqwen.answering.advisory import IOC_KEYS
 
     found = find_iocs(text, parse_urls_without_scheme=False)
     yield from ((kind, value) for key, kind in IOC_KEYS.items() for value in found.get(key, []))
 
 
 def ours(text):
-    from cybersecqwen.serve.advisory import find_iocs
+    from cybersecqwen.answering.advisory import find_iocs
 
     yield from ((i["type"], i["value"]) for i in find_iocs(text) if "version-like" not in i["flags"])
 
@@ -77,7 +77,7 @@ def prf(pairs: list[tuple[set, set]], rng: np.random.Generator) -> dict:
 
 def affected_scores(data_dir: Path | None) -> dict:
     from cybersecqwen import catalogs
-    from cybersecqwen.serve.affected import PLACEHOLDERS, ProductIndex, clean
+    from cybersecqwen.answering.affected import PLACEHOLDERS, ProductIndex, clean
 
     records, _ = catalogs.load("cve-vulnrichment-2022-2023", data_dir)
     ordered = sorted(records, key=lambda r: tuple(int(x) for x in r.cve_id.split("-")[1:]))
@@ -108,9 +108,9 @@ def affected_scores(data_dir: Path | None) -> dict:
 def timing(heads: Path, data_dir: Path | None, model: str) -> dict:
     from cybersecqwen import catalogs
     from cybersecqwen.heads import load_heads
-    from cybersecqwen.serve.advisory import analyze
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.advisory import analyze
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     records, _ = catalogs.load("cve-vulnrichment-2022-2023", data_dir)
     text = ""
@@ -125,7 +125,7 @@ def timing(heads: Path, data_dir: Path | None, model: str) -> dict:
     for label, spec in services:
         backend = None
         if spec:
-            from cybersecqwen.serve.server import serving_backend
+            from cybersecqwen.answering.loading import serving_backend
 
             backend = serving_backend(spec, "auto")
         service = CtiService(backend, loaded, load_heads(heads), model_label=spec or "")

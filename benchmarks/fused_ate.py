@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     from cybersecqwen.evaluate.compare import compare_runs
     from cybersecqwen.evaluate.runner import EvalConfig, run_eval
-    from cybersecqwen.serve.fuse import FusedResponder, fused_service
+    from cybersecqwen.answering.fuse import FusedResponder, fused_service
 
     work = Path(tempfile.mkdtemp(prefix="fused-ate-"))
     tasks = {"cti-ate": args.items}

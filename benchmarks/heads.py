@@ -52,10 +52,10 @@ def main() -> None:
     from cybersecqwen.evaluate.runner import EvalConfig, run_eval
     from cybersecqwen.heads import load_heads
     from cybersecqwen.heads.train import train_heads
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.enrich import enrich
-    from cybersecqwen.serve.server import serving_backend
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.enrich import enrich
+    from cybersecqwen.answering.loading import serving_backend
+    from cybersecqwen.answering.service import CtiService
     from cybersecqwen.tasks import get_task
 
     work = Path(tempfile.mkdtemp(prefix="heads-bench-"))
@@ -89,7 +89,7 @@ def main() -> None:
     only = CtiService(None, catalogs, heads)
     results.update(latency("heads_only", only, texts[: args.latency_calls]))
     if not args.skip_fused:
-        from cybersecqwen.serve.fuse import model_identity
+        from cybersecqwen.answering.loading import model_identity
 
         backend = serving_backend(args.model, "auto")
         try:

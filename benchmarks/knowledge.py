@@ -64,7 +64,7 @@ def through_api(args, rows: list[dict]) -> dict:
     from fastapi.testclient import TestClient
 
     from cybersecqwen.serve.app import ServerSettings, create_app
-    from cybersecqwen.serve.server import load_service
+    from cybersecqwen.answering.loading import load_service
 
     service = load_service(None, args.data_dir, False, False, args.heads, "embedded")
     http = TestClient(create_app(None, service, ServerSettings(model_name="heads")), base_url="http://localhost")

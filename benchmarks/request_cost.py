@@ -40,8 +40,8 @@ def serialisation(counts: list[int]) -> list[dict]:
 
 
 def analysis(heads: Path, data_dir: Path, counts: list[int]) -> list[dict]:
-    from cybersecqwen.serve.advisory import analyze, to_stix
-    from cybersecqwen.serve.server import load_service
+    from cybersecqwen.answering.advisory import analyze, to_stix
+    from cybersecqwen.answering.loading import load_service
 
     service = load_service(None, data_dir, False, False, heads, "embedded")
     rows = []

@@ -13,7 +13,8 @@ LAYERS = [
     {"__main__"},
     {"cli"},
     {"pipeline"},
-    {"serve", "scorecard"},
+    {"serve", "scorecard"},  # serve: the HTTP layer only (app, routes, schemas, limits, page)
+    {"answering"},  # the CTI jobs, fusion, knowledge-grounded Q&A, advisory analysis, enrichment: no HTTP
     {"export"},  # measures each GGUF file with the evaluator
     {"corpus", "evaluate", "train"},
     {"heads"},  # trained from corpus files, used by the evaluator and the server
@@ -65,3 +66,40 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
     bad.write_text("from cybersecqwen.corpus.builders import Example\nimport cybersecqwen.serve.app\n")
     assert imported_units(bad) == {"corpus", "serve"}
     assert RANK["corpus"] < RANK["tasks"]  # so tasks importing corpus is reported
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Every module of the package -> the package's modules it imports (function-level imports included)."""
+    names = {".".join(("cybersecqwen", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+             for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(("cybersecqwen", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cybersecqwen"):
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in names}
+        graph[name] = {m for m in found if m in names and m != name and not name.startswith(m + ".")}  # a package's own __init__ aside
+    return graph
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports (issue 26: advisory -> server -> app -> routes -> advisory was one)."""
+    graph = module_imports()
+    circles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles:\n" + "\n".join(circles)

@@ -193,7 +193,7 @@ def heads_fuse(
     download: bool = Download,
 ) -> None:
     """Learn the fusion weights (head, model, lexical) and the needs-review thresholds on validation items."""
-    from cybersecqwen.serve.fuse import fit_fusion
+    from cybersecqwen.answering.fuse import fit_fusion
 
     print(json.dumps(fit_fusion(heads, corpus, model, backend, items, data_dir, download), indent=2))
 
@@ -305,7 +305,7 @@ def analyze_command(
     download: bool = Download,
 ) -> None:
     """Structured threat intelligence from advisories and reports: one JSON object per file, with evidence offsets."""
-    from cybersecqwen.serve.advisory import analyze_files
+    from cybersecqwen.answering.advisory import analyze_files
 
     for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download):
         print(json.dumps(result, ensure_ascii=False))
@@ -326,7 +326,7 @@ def enrich_command(
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
-    from cybersecqwen.serve.enrich import enrich_file
+    from cybersecqwen.answering.enrich import enrich_file
 
     counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download, heads, no_model)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"

@@ -210,7 +210,7 @@ class Pipeline:
                     self.recipe.heads.seed)
 
     def stage_fuse(self) -> None:
-        from cybersecqwen.serve.fuse import fit_fusion
+        from cybersecqwen.answering.fuse import fit_fusion
 
         # The served model is the quantized file: the fusion weights are learned for it (heads/model/fusion.json).
         result = fit_fusion(self.output("heads") / "model", self.output("heads") / "corpus", str(self.quant_file()), "auto",
@@ -224,7 +224,7 @@ class Pipeline:
         self.evaluate(f"heads:{self.output('heads') / 'model'}", "eval-heads", answerable(self.output("heads") / "model"), limit=None)
 
     def stage_eval_fused(self) -> None:
-        from cybersecqwen.serve.fuse import FusedResponder, fused_service
+        from cybersecqwen.answering.fuse import FusedResponder, fused_service
 
         service, backend = fused_service(self.output("heads") / "model", str(self.quant_file()), self.data_dir, self.download)
         try:

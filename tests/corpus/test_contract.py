@@ -61,8 +61,8 @@ def embedded_tokenization():
 
 @pytest.mark.slow
 def test_every_served_prefix_starts_the_answer_the_corpus_trains(source_mirror, recipe_file, tmp_path, embedded_available):
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     build_corpus(load_recipe(recipe_file), tmp_path / "corpus", source_mirror)
     examples = [json.loads(line) for split in ("train", "val")

@@ -116,8 +116,8 @@ def test_fusion_gives_a_useless_model_no_weight_and_a_perfect_one_the_lead():
 
 
 def test_heads_only_service_answers_from_the_catalog_with_components(trained_heads, source_mirror):
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     catalogs = load_catalogs(source_mirror)
     service = CtiService(None, catalogs, load_heads(trained_heads))
@@ -169,7 +169,7 @@ def label_items(model_quality: str, n: int = 60, seed: int = 0) -> list[tuple[np
 
 def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_techniques():
     from cybersecqwen.heads.fusion import label_probabilities, learn_label_weights
-    from cybersecqwen.serve.fuse import evaluate_labels
+    from cybersecqwen.answering.fuse import evaluate_labels
 
     useless = learn_label_weights([(x, y) for x, y, _ in label_items("useless", n=400)])
     assert useless[1] < 0.1 * useless[0] and len(useless) == 4  # three features and the bias
@@ -178,7 +178,7 @@ def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_tec
     x, truth, _ = label_items("perfect", n=1, seed=5)[0]
     probabilities = label_probabilities(x, perfect)
     assert ((probabilities > 0.5) == (truth == 1)).all()  # several right candidates are likely at once, not one
-    from cybersecqwen.serve.service import Fusion
+    from cybersecqwen.answering.service import Fusion
 
     with pytest.raises(CybersecqwenError, match="fusion weights for attack need 4 values"):
         Fusion({"attack": [1.0, 0.0, 0.0]}, {"attack": 0.5}, "a softmax-era weight list")
@@ -188,8 +188,8 @@ def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_tec
 
 
 def test_heads_only_attack_extraction_is_the_attack_head_at_its_own_threshold(trained_heads, source_mirror):
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     heads = load_heads(trained_heads)
     service = CtiService(None, load_catalogs(source_mirror), heads)
@@ -202,7 +202,7 @@ def test_heads_only_attack_extraction_is_the_attack_head_at_its_own_threshold(tr
 
 @pytest.mark.slow
 def test_heads_fuse_learns_weights_with_the_embedded_model_and_the_server_uses_them(trained_heads, heads_corpus, source_mirror, caplog):
-    from cybersecqwen.serve.fuse import fit_fusion, fused_service
+    from cybersecqwen.answering.fuse import fit_fusion, fused_service
 
     result = fit_fusion(trained_heads, heads_corpus, "embedded", items=10, data_dir=source_mirror)
     saved = json.loads((trained_heads / "fusion.json").read_text())

@@ -35,7 +35,7 @@ def test_no_model_needs_heads(source_mirror):
 
 
 def test_enrich_with_heads_alone(trained_heads, source_mirror, tmp_path):
-    from cybersecqwen.serve.enrich import enrich_file
+    from cybersecqwen.answering.enrich import enrich_file
 
     alerts = tmp_path / "alerts.jsonl"
     alerts.write_text("\n".join(json.dumps({"id": i, "description": text}) for i, text in enumerate(

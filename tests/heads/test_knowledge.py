@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -128,11 +127,11 @@ def test_eval_answers_cti_mcq_open_book_and_keeps_closed_book_numbers_apart(mcq_
 
 
 def test_ask_is_grounded_with_citations_or_says_it_found_nothing(mcq_heads, source_mirror, tmp_path):  # noqa: F811
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
     from cybersecqwen.heads import load_heads
     from cybersecqwen.heads.knowledge import KnowledgeIndex
     from cybersecqwen.serve.app import ServerSettings, create_app
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
 
     service = CtiService(None, load_catalogs(source_mirror), load_heads(mcq_heads), knowledge=KnowledgeIndex.load(source_mirror))
     http = TestClient(create_app(None, service, ServerSettings(model_name="heads", audit_log=tmp_path / "a.jsonl")),

@@ -26,14 +26,14 @@ C:\\Users\\Public\\svc.exe, HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\
 @pytest.fixture
 def service(trained_heads, source_mirror):  # noqa: F811
     from cybersecqwen.heads import load_heads
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     return CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
 
 
 def test_an_html_advisory_gives_every_field_with_evidence_into_the_text(service):
-    from cybersecqwen.serve.advisory import analyze
+    from cybersecqwen.answering.advisory import analyze
 
     result = analyze(service, ADVISORY, "html")
     text = result["text"]
@@ -62,7 +62,7 @@ def test_an_html_advisory_gives_every_field_with_evidence_into_the_text(service)
 
 
 def test_a_text_with_no_cti_content_gets_empty_lists_not_guesses(service):
-    from cybersecqwen.serve.advisory import analyze
+    from cybersecqwen.answering.advisory import analyze
 
     result = analyze(service, "The quarterly picnic moved to Friday. Bring a salad and sunscreen.", "text")
     assert all(result[field] == [] for field in ("cves", "weaknesses", "techniques", "actors", "iocs"))
@@ -70,7 +70,7 @@ def test_a_text_with_no_cti_content_gets_empty_lists_not_guesses(service):
 
 
 def test_bad_input_is_named(service, tmp_path):
-    from cybersecqwen.serve.advisory import analyze, analyze_files
+    from cybersecqwen.answering.advisory import analyze, analyze_files
 
     with pytest.raises(CybersecqwenError, match="empty"):
         analyze(service, "  \n\t ", "text")
@@ -86,7 +86,7 @@ def test_bad_input_is_named(service, tmp_path):
 
 
 def test_long_documents_are_chunked_and_merged_without_duplicates(service):
-    from cybersecqwen.serve import advisory
+    from cybersecqwen.answering import advisory
 
     paragraph = "SQL injection in the login query lets remote attackers run arbitrary SQL commands (CVE-2024-0001).\n\n"
     result = advisory.analyze(service, paragraph * 400, "text")  # ~40,000 characters: several chunks
@@ -100,7 +100,7 @@ def test_long_documents_are_chunked_and_merged_without_duplicates(service):
 def test_stix_bundle_parses_back_with_valid_patterns(service):
     import stix2
 
-    from cybersecqwen.serve.advisory import analyze, to_stix
+    from cybersecqwen.answering.advisory import analyze, to_stix
 
     bundle = stix2.parse(to_stix(analyze(service, ADVISORY, "html"), "ACME-2024-07"))
     kinds = {o.type for o in bundle.objects}
@@ -116,7 +116,7 @@ def test_stix_bundle_parses_back_with_valid_patterns(service):
 
 
 def test_nothing_in_the_text_is_ever_fetched(service, monkeypatch):
-    from cybersecqwen.serve.advisory import analyze, to_stix
+    from cybersecqwen.answering.advisory import analyze, to_stix
 
     connects = []
     monkeypatch.setattr(socket.socket, "connect", lambda self, address: connects.append(address))
@@ -141,7 +141,7 @@ def test_the_endpoint_has_the_servers_limits_and_auth(service, tmp_path):
 
 
 def test_affected_products_known_and_unseen_with_their_version_ranges():
-    from cybersecqwen.serve.affected import ProductIndex
+    from cybersecqwen.answering.affected import ProductIndex
 
     index = ProductIndex([("Fortinet", "FortiAnalyzer"), ("Fortinet", "FortiAnalyzer"), ("Lenovo", "Diagnostics"), ("n/a", "n/a")])
     text = ("A buffer overflow in Fortinet FortiAnalyzer version 7.0.2 and below, and in Lenovo Diagnostics versions prior to 4.45, "
@@ -159,9 +159,9 @@ def test_affected_products_known_and_unseen_with_their_version_ranges():
 
 def test_a_trusted_model_writes_the_summary_under_a_schema_and_a_weak_one_does_not(trained_heads, source_mirror):  # noqa: F811
     from cybersecqwen.heads import load_heads
-    from cybersecqwen.serve.advisory import analyze
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService, Fusion
+    from cybersecqwen.answering.advisory import analyze
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService, Fusion
     from tests.serve.test_promises import ScriptedBackend
 
     class Summarizer(ScriptedBackend):

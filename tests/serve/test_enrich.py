@@ -71,8 +71,8 @@ def test_enrich_attack_bundle_has_patterns_groupings_and_relationships(source_mi
     import stix2
 
     from cybersecqwen.models import load_backend
-    from cybersecqwen.serve.enrich import enrich
-    from cybersecqwen.serve.server import load_service
+    from cybersecqwen.answering.enrich import enrich
+    from cybersecqwen.answering.loading import load_service
 
     alerts, out, bundle = tmp_path / "alerts.jsonl", tmp_path / "out.jsonl", tmp_path / "bundle.json"
     alerts.write_text(json.dumps({"id": "r1", "text": "The implant lists file and directory names, then runs a command interpreter."}) + "\n")

@@ -18,8 +18,8 @@ HEADERS = {"Authorization": "Bearer k", "Host": "localhost"}
 
 def test_no_request_the_schema_describes_gets_a_500(source_mirror, tmp_path):  # noqa: F811
     from cybersecqwen.serve.app import ServerSettings, create_app
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     backend = ScriptedBackend()
     app = create_app(backend, CtiService(backend, load_catalogs(source_mirror)),

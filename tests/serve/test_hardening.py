@@ -184,24 +184,25 @@ def test_a_500_is_audited_counted_and_tagged(tmp_path):
 
 
 def test_work_for_a_timed_out_request_stops_at_its_next_model_call(source_mirror):  # noqa: F811
+    from cybersecqwen.answering import deadline
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
     from cybersecqwen.serve import gate
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
 
     class Counting(ScriptedBackend):
         calls = 0
 
         def score_choices(self, requests):
             Counting.calls += 1
-            gate._work.deadline = time.monotonic() - 1  # the request's time runs out during its first model call
+            deadline.set_deadline(time.monotonic() - 1)  # the request's time runs out during its first model call
             return super().score_choices(requests)
 
     service = CtiService(Counting(), load_catalogs(source_mirror))
     model_gate = gate.ModelGate(1, 10.0)
-    with pytest.raises(gate.DeadlinePassed):
+    with pytest.raises(deadline.DeadlinePassed):
         model_gate.locked(lambda: service.map_cve("CVE-2024-0001", "A heap overflow in the parser"), time.monotonic() + 10)()
     assert Counting.calls == 1  # map_cve makes a dozen model calls when it runs to the end
     Counting.calls = 0
-    with pytest.raises(gate.DeadlinePassed):  # waited out its whole time in the queue: no model call at all
+    with pytest.raises(deadline.DeadlinePassed):  # waited out its whole time in the queue: no model call at all
         model_gate.locked(lambda: service.map_cve("CVE-2024-0001", "A heap overflow"), time.monotonic() - 1)()
     assert Counting.calls == 0

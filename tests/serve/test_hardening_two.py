@@ -26,10 +26,10 @@ def addresses(n: int, seed: int = 1) -> str:
 
 @pytest.fixture
 def advisory_app(trained_heads, source_mirror, tmp_path):  # noqa: F811
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
     from cybersecqwen.heads import load_heads
     from cybersecqwen.serve.app import ServerSettings, create_app
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
 
     service = CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
     settings = ServerSettings(model_name="heads", audit_log=tmp_path / "audit.jsonl", max_body_bytes=2_000_000)
@@ -51,7 +51,7 @@ def test_an_advisory_of_1500_indicators_with_stix_is_answered_in_bounded_time(ad
 
 
 def test_more_indicators_than_the_cap_is_a_413_naming_it(advisory_app):
-    from cybersecqwen.serve.advisory import MAX_INDICATORS
+    from cybersecqwen.answering.advisory import MAX_INDICATORS
 
     reply = advisory_app.post("/v1/advisory/analyze", json={"text": "Indicators: " + addresses(MAX_INDICATORS + 50)})
     assert reply.status_code == 413
@@ -59,7 +59,7 @@ def test_more_indicators_than_the_cap_is_a_413_naming_it(advisory_app):
 
 
 def test_a_stix_bundle_over_its_object_cap_is_refused_before_it_is_built():
-    from cybersecqwen.serve.advisory import MAX_STIX_OBJECTS, to_stix
+    from cybersecqwen.answering.advisory import MAX_STIX_OBJECTS, to_stix
 
     ioc = {"type": "ipv4", "value": "198.51.100.1", "flags": []}
     actors = [{"name": f"Group {i}", "aliases": []} for i in range(10)]
@@ -70,32 +70,32 @@ def test_a_stix_bundle_over_its_object_cap_is_refused_before_it_is_built():
 
 
 def test_the_finders_stop_at_the_request_deadline(service_for_deadline):
-    from cybersecqwen.serve import gate
-    from cybersecqwen.serve.advisory import analyze, find_iocs, to_stix
+    from cybersecqwen.answering import deadline
+    from cybersecqwen.answering.advisory import analyze, find_iocs, to_stix
 
     text = "Indicators: " + addresses(300)
-    gate._work.deadline = time.monotonic() - 1  # the request's 504 already went out
+    deadline.set_deadline(time.monotonic() - 1)  # the request's 504 already went out
     try:
         for job in (lambda: find_iocs(text), lambda: analyze(service_for_deadline, text),
                     lambda: to_stix({"weaknesses": [], "cves": [], "techniques": [], "actors": [], "summary": {"text": ""},
                                      "iocs": [{"type": "ipv4", "value": "198.51.100.1", "flags": []}]})):
-            with pytest.raises(gate.DeadlinePassed):
+            with pytest.raises(deadline.DeadlinePassed):
                 job()
     finally:
-        gate._work.deadline = None
+        deadline.set_deadline(None)
 
 
 @pytest.fixture
 def service_for_deadline(source_mirror):  # noqa: F811
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.service import CtiService
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
 
     return CtiService(ScriptedBackend(), load_catalogs(source_mirror))
 
 
 def test_find_iocs_reads_in_pieces_and_misses_nothing_at_the_cuts(monkeypatch):
-    from cybersecqwen.serve import advisory
-    from cybersecqwen.serve.advisory import find_iocs
+    from cybersecqwen.answering import advisory
+    from cybersecqwen.answering.advisory import find_iocs
 
     monkeypatch.setattr(advisory, "IOC_PIECE", 1000)
     text = addresses(1500, seed=7)  # about 21 pieces of ioc-finder's input

@@ -36,10 +36,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cybersecqwen import __version__
+from cybersecqwen.answering.service import CtiService
 from cybersecqwen.models.base import Backend
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
 from cybersecqwen.serve.routes import cti_router, openai_router, ops_router
-from cybersecqwen.serve.service import CtiService
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = {"/", "/page.js", "/page.css", "/healthz", "/readyz", "/favicon.ico"}

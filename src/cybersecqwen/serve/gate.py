@@ -14,25 +14,8 @@ from typing import Any, Callable
 
 from fastapi.concurrency import run_in_threadpool
 
+from cybersecqwen.answering.deadline import DeadlinePassed, check_deadline, set_deadline  # noqa: F401 - DeadlinePassed for callers
 from cybersecqwen.errors import CybersecqwenError
-
-
-_work = threading.local()  # the deadline of the job running on this worker thread
-
-
-class DeadlinePassed(CybersecqwenError):
-    """The request's time is up (the client already got its 504): the job stops at its next model call."""
-
-
-def check_deadline() -> None:
-    """Called before each model call of a multi-call job (service.py): work for a request that timed out stops."""
-    deadline = getattr(_work, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        raise DeadlinePassed("the request's deadline passed; its work was stopped")
-
-
-def current_deadline() -> float | None:
-    return getattr(_work, "deadline", None)
 
 
 class ApiError(Exception):
@@ -76,12 +59,12 @@ class ModelGate:
     def locked(self, job: Callable[[], Any], deadline: float | None = None) -> Callable[[], Any]:
         def run() -> Any:
             with self.lock:
-                _work.deadline = deadline
+                set_deadline(deadline)
                 try:
                     check_deadline()  # it may have waited out its time in the queue: then it does nothing
                     return job()
                 finally:
-                    _work.deadline = None
+                    set_deadline(None)
         return run
 
     async def run(self, job: Callable[[], Any]) -> Any:

@@ -18,13 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 
+from cybersecqwen.answering.service import CtiService
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.models.base import Backend, GenerationRequest
 from cybersecqwen.serve import schemas
 from cybersecqwen.serve.gate import ApiError, ModelGate, error_body
 from cybersecqwen.serve.json_schema import SchemaTooComplex, check_json_schema
-from cybersecqwen.serve.service import CtiService
-
 
 # The page's script and style are files of their own: no inline code runs, no other site may frame the page.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -253,7 +252,7 @@ def cti_router(service: CtiService | None, gate: ModelGate, settings) -> APIRout
     async def advisory(body: schemas.AdvisoryRequest):
         """CVEs, weaknesses (with CAPEC), CVSS, ATT&CK techniques, threat actors, indicators and a summary, each with
         its evidence (character offsets into the returned `text`) and a confidence."""
-        from cybersecqwen.serve.advisory import analyze, to_stix
+        from cybersecqwen.answering.advisory import analyze, to_stix
 
         svc = need_service()
 

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 from pathlib import Path
 
+from cybersecqwen.answering.loading import load_service, serving_backend
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.serve.app import MAX_HEADER_BYTES, ServerSettings, create_app
 
@@ -35,55 +36,6 @@ def check_proxies(proxies: list[str]) -> tuple[str, ...]:
             raise CybersecqwenError(f"--trusted-proxy {proxy!r} is not an IP address or network (e.g. 10.0.0.5 or "
                                     "10.0.0.0/24); name the proxy in front of this server") from None
     return tuple(proxies)
-
-
-def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool, heads: Path | None = None,
-                 model: str = "embedded"):
-    if chat_only:
-        return None
-    from cybersecqwen.serve.catalog import load_catalogs
-    from cybersecqwen.serve.fuse import model_identity
-    from cybersecqwen.serve.service import CtiService
-
-    loaded_heads = None
-    if heads is not None:
-        from cybersecqwen.heads import load_heads
-
-        loaded_heads = load_heads(heads)
-    try:
-        catalogs = load_catalogs(data_dir, download)
-    except CybersecqwenError as exc:
-        raise CybersecqwenError(f"the structured endpoints need the CWE and ATT&CK catalogs: {exc} (or pass --chat-only)") from None
-    if loaded_heads is not None:
-        unknown = sorted(set(loaded_heads.models["cwe"].labels) - set(catalogs.cwe))
-        if unknown:
-            raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
-                                    "retrain them against the same CWE version")
-    return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model), knowledge=knowledge_index(data_dir, download))
-
-
-def knowledge_index(data_dir: Path | None, download: bool):
-    """The catalogs as citable passages for grounded Q&A (heads/knowledge.py); None, logged, where a source is missing."""
-    import logging
-
-    from cybersecqwen.datafiles import MissingDataError
-    from cybersecqwen.heads.knowledge import KnowledgeIndex
-
-    try:
-        return KnowledgeIndex.load(data_dir, download)
-    except MissingDataError as exc:
-        logging.getLogger(__name__).warning("no knowledge index (grounded Q&A answers from the model): %s", exc)
-        return None
-
-
-def serving_backend(model: str, backend_kind: str, no_model: bool = False):
-    from cybersecqwen.models import load_backend
-
-    if no_model:
-        return None
-    if model == "embedded" and backend_kind == "auto":
-        backend_kind = "llamacpp"  # the shipped GGUF: single-stream speed is what a server needs (NOTES.md)
-    return load_backend(model, backend_kind, batch_size=1)
 
 
 def build_app(model: str, backend_kind: str, settings: ServerSettings, data_dir: Path | None = None, download: bool = False,

@@ -19,24 +19,29 @@ from typing import Any
 
 import numpy as np
 
+from cybersecqwen.answering.catalog import load_catalogs
+from cybersecqwen.answering.loading import model_identity
+from cybersecqwen.answering.service import CtiService, Fusion
 from cybersecqwen.heads import load_heads
-from cybersecqwen.heads.fusion import (FORMAT, expected_calibration_error, fused_probabilities, label_probabilities, learn_label_weights,
-                                      learn_weights, log_softmax, review_threshold, sigmoid)
+from cybersecqwen.heads.fusion import (
+    FORMAT,
+    expected_calibration_error,
+    fused_probabilities,
+    label_probabilities,
+    learn_label_weights,
+    learn_weights,
+    log_softmax,
+    review_threshold,
+    sigmoid,
+)
 from cybersecqwen.heads.train import cwe_label, last_line, read_examples, split_examples
 from cybersecqwen.io import write_json
 from cybersecqwen.models.base import ChoiceRequest
 from cybersecqwen.progress import track
-from cybersecqwen.serve.catalog import load_catalogs
-from cybersecqwen.serve.service import CtiService, Fusion
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.vsp import CVSS_METRICS, metric_choice, metric_prefix
 
 JOB_TASKS = {"cwe": ("cti-rcm", "cwe-classify"), "attack": ("cti-ate",), "cvss": ("cti-vsp",)}
-
-
-def model_identity(model: str) -> str:
-    """What fusion weights are tied to: `embedded`, an openai: URL, or a model file or folder's absolute path."""
-    return model if model == "embedded" or model.startswith("openai:") else str(Path(model).expanduser().resolve())
 
 
 def validation_items(corpus: Path, job: str, limit: int, seed: int = 0) -> list[tuple[str, str, Any]]:
@@ -82,7 +87,7 @@ def label_features(service: CtiService, text: str, gold: str) -> tuple[np.ndarra
 
 def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "auto", items: int = 200,
                data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
-    from cybersecqwen.serve.server import serving_backend
+    from cybersecqwen.answering.loading import serving_backend
 
     heads = load_heads(heads_dir, corpus / "manifest.json")
     catalogs = load_catalogs(data_dir, download)
@@ -171,7 +176,7 @@ def evaluate(samples: list[tuple[np.ndarray, int]], weights: np.ndarray) -> dict
 
 def fused_service(heads_dir: Path, model: str, data_dir: Path | None = None, download: bool = False) -> tuple[CtiService, Any]:
     """The service the server would run for this model and these heads (fusion.json included): (service, backend)."""
-    from cybersecqwen.serve.server import load_service, serving_backend
+    from cybersecqwen.answering.loading import load_service, serving_backend
 
     backend = serving_backend(model, "auto")
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from cybersecqwen import catalogs
 from cybersecqwen.errors import CybersecqwenError
 
+
 @dataclass(frozen=True)
 class Entry:
     id: str
@@ -161,7 +162,7 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
         notes.append(f"no MISP threat actors: {exc}")
     products = None
     try:
-        from cybersecqwen.serve.affected import ProductIndex
+        from cybersecqwen.answering.affected import ProductIndex
 
         records, _ = catalogs.load("cve-vulnrichment-2022-2023", data_dir, download)
         products = ProductIndex.from_records(records)

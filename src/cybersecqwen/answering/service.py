@@ -7,7 +7,7 @@ are real catalog entries only (valid, non-deprecated CWE weaknesses; active ATT&
 heads' best labels and the catalog index's shortlist, so an id outside the catalog can never be returned.
 
 Each candidate's features are weighted into one score (weights learned on validation items, see heads/fusion.py and
-serve/fuse.py) and a softmax gives the confidence; ATT&CK extraction is multi-label, so there each candidate gets its
+answering/fuse.py) and a softmax gives the confidence; ATT&CK extraction is multi-label, so there each candidate gets its
 own probability (a logistic model on the same features) and every technique above a threshold learned on validation
 is reported. Without heads the model alone answers (as before heads existed);
 without a model (`--no-model`) the heads and the lexical score answer. Every response shows each answerer's score
@@ -18,26 +18,23 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cybersecqwen.answering import attack, cvss, cwe, qa
+from cybersecqwen.answering.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
+from cybersecqwen.answering.deadline import check_deadline
+from cybersecqwen.answering.shared import REVIEW_BELOW, SENTENCE  # noqa: F401 - SENTENCE: advisory.py reads it here
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import FEATURES, FLOOR, FORMAT, fused_probabilities, label_probabilities, log_softmax, logit, sigmoid
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
-from cybersecqwen.serve.gate import check_deadline, current_deadline
-from cybersecqwen.serve.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catalogs
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
-from cybersecqwen.tasks.mcq import LETTERS
-from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score, metric_choice, metric_prefix
 
 log = logging.getLogger(__name__)
-SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-REVIEW_BELOW = 0.5
 MODEL_ROOM = 1024  # tokens of a model's context kept for the prompt's instructions, the candidates and the answer
 JOBS = ("cwe", "attack", "cvss")
 HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}
@@ -194,179 +191,25 @@ class CtiService:
                         f"{self.fusion.select_above:.3g}")
         return f"fused catalog candidates ({prompt}); weights {weights}: {self.fusion.source}"
 
-    # --- CWE -----------------------------------------------------------------------------------------------
+    # --- the jobs (one module each; the service is their shared core) ---------------------------------------
     def rank_cwe(self, text: str, top_k: int, task_name: str) -> list[dict[str, Any]]:
-        field_name = "Text" if task_name == "cwe-classify" else "Description"
-        results = []
-        for row in self.fuse("cwe", text, task_name, {field_name: self.model_text(text)[0]})[:top_k]:
-            entry = self.catalogs.cwe[row["id"]]
-            results.append({"cwe_id": row["id"], "name": entry.name, "url": entry.url, "confidence": round(row["confidence"], 4),
-                            "components": row["components"],
-                            "justification": self.justification(row["id"], text, row["confidence"], row["shortlist"], "cwe")})
-        return results
-
-    def justification(self, key: str, text: str, probability: float, shortlist: int, kind: str) -> str:
-        index = self.catalogs.cwe_index if kind == "cwe" else self.catalogs.attack_index
-        shared = [term for term in index.shared_terms(key, text) if index.idf[term] > 2][:5]
-        because = f"terms shared with the catalog entry: {', '.join(shared)}" if shared else "no distinctive terms shared with the catalog entry"
-        return f"fused probability {probability:.2f} among {shortlist} catalog candidates; {because}"
+        return cwe.rank(self, text, top_k, task_name)
 
     def classify_cwe(self, text: str, top_k: int = 3) -> dict[str, Any]:
-        ranked = self.rank_cwe(text, top_k, "cwe-classify")
-        return {"candidates": ranked, "needs_review": ranked[0]["confidence"] < self.review_below["cwe"],
-                "method": self.method("cwe", "cwe-classify prompt"), "note": self.reading_note("cwe", text)}
+        return cwe.classify(self, text, top_k)
+
+    def cvss_vector(self, description: str) -> dict[str, Any]:
+        return cvss.vector(self, description)
+
+    def map_cve(self, cve_id: str, description: str, top_k: int = 3) -> dict[str, Any]:
+        return cvss.map_cve(self, cve_id, description, top_k)
+
+    def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float | None = None) -> dict[str, Any]:
+        return attack.extract(self, text, max_techniques, min_confidence)
+
+    def ask(self, question: str, options: list[str] | None = None, max_tokens: int = 256) -> dict[str, Any]:
+        return qa.ask(self, question, options, max_tokens)
 
     def reading_note(self, job: str, text: str) -> str | None:
         """Said in the response when the model answered from only part of the text."""
         return self.model_text(text)[1] if self.fusion.uses_model(job) else None
-
-    # --- CVE -> CWE + CVSS ---------------------------------------------------------------------------------
-    def cvss_vector(self, description: str) -> dict[str, Any]:
-        weights = self.fusion.weights["cvss"]
-        head_probabilities = ({key: dict(self.heads.ranked(f"cvss-{key}", [description])[0]) for key in CVSS_METRICS}
-                              if self.heads is not None and self.heads.has("cvss-AV") else {})
-        messages = get_task("cti-vsp").prompt_messages({"Description": self.model_text(description)[0]})
-        prefix, parts, confidences = "", [], []
-        for key, (_, values) in CVSS_METRICS.items():
-            # The answer the corpus trains, line by line: each metric is scored after the lines chosen before it.
-            prefix += metric_prefix(key)
-            codes = list(values)
-            choices = tuple(metric_choice(key, code) for code in codes)
-            score = np.zeros(len(codes))
-            if head_probabilities:
-                score += weights[0] * np.log([max(head_probabilities[key].get(code, 1e-6), 1e-6) for code in codes])
-            if self.fusion.uses_model("cvss") and self.backend is not None:
-                score += weights[1] * log_softmax(np.array(self.score(ChoiceRequest(messages, choices, prefix))))
-            probabilities = np.exp(log_softmax(score))
-            best = int(np.argmax(probabilities))
-            parts.append(f"{key}:{codes[best]}")
-            confidences.append(float(probabilities[best]))
-            prefix += choices[best] + "\n"
-        vector = "CVSS:3.1/" + "/".join(parts)
-        return {"vector": vector, "base_score": base_score(vector), "confidence": round(min(confidences), 4),
-                "metric_confidence": {k: round(c, 4) for k, c in zip(CVSS_METRICS, confidences)}}
-
-    def map_cve(self, cve_id: str, description: str, top_k: int = 3) -> dict[str, Any]:
-        ranked = self.rank_cwe(description, top_k, "cti-rcm")
-        cvss = self.cvss_vector(description)
-        return {"cve_id": cve_id, "cwe": ranked, "cvss": cvss,
-                "needs_review": ranked[0]["confidence"] < self.review_below["cwe"] or cvss["confidence"] < self.review_below["cvss"],
-                "method": self.method("cwe", "CTI-RCM prompt") + "; CVSS metric by metric (CTI-VSP prompt)",
-                "note": self.reading_note("cwe", description) or self.reading_note("cvss", description)}
-
-    # --- ATT&CK extraction ---------------------------------------------------------------------------------
-    def extract_attack(self, text: str, max_techniques: int = 5, min_confidence: float | None = None) -> dict[str, Any]:
-        """The best technique always, then every other one at or above `min_confidence` (default: the threshold
-        learned on validation items for this model and these heads), up to max_techniques."""
-        min_confidence = self.fusion.select_above if min_confidence is None else min_confidence
-        catalog = self.catalogs.attack
-        ranked = self.fuse("attack", text, "cti-ate", {"Platform": "Enterprise", "Description": self.model_text(text)[0]})
-        sentences = [s.strip() for s in SENTENCE.split(text) if s.strip()]
-        found = []
-        for row in ranked[:max_techniques]:
-            if row["confidence"] < min_confidence and found:
-                break
-            technique_id, entry = row["id"], catalog[row["id"]]
-            evidence = max(sentences, key=lambda s: self.catalogs.attack_index.overlap(technique_id, s)) if sentences else text
-            found.append({"technique_id": technique_id, "name": entry.name, "url": entry.url,
-                          "tactics": [self.catalogs.tactics.get(t, t) for t in entry.tactics],
-                          "evidence": evidence[:500], "confidence": round(row["confidence"], 4), "components": row["components"],
-                          "needs_review": row["confidence"] < self.review_below["attack"]})
-        return {"techniques": found, "needs_review": any(t["needs_review"] for t in found),
-                "method": self.method("attack", "CTI-ATE prompt") + "; evidence = the sentence sharing most terms",
-                "note": self.reading_note("attack", text)}
-
-    # --- Q&A -----------------------------------------------------------------------------------------------
-    def mcq_answerer(self):
-        """The heads' open-book MCQ answerer over this server's knowledge index, when both exist."""
-        if self.heads is None or getattr(self.heads, "mcq_payload", None) is None or self.knowledge is None:
-            return None
-        return self.heads.mcq(index=self.knowledge)
-
-    def ask(self, question: str, options: list[str] | None = None, max_tokens: int = 256) -> dict[str, Any]:
-        """With options: the heads' open-book answerer when these heads have one (the model has no learned weight for
-        MCQ, so it gets no say), else the model's letter. Without options: the catalogs' passages and the sentence
-        that answers best, or "not found"; the model's free text only where there is no knowledge index."""
-        answerer = self.mcq_answerer()
-        if options and answerer is not None:
-            return grounded_choice(answerer, question, options)
-        if not options and self.knowledge is not None:
-            return grounded_answer(self.knowledge, question)
-        question, note = self.model_text(question)
-        if options:
-            if self.backend is None:
-                raise CybersecqwenError("multiple-choice answers need a language model or heads with an MCQ answerer "
-                                        "(retrain the heads with this version); this server runs heads only (--no-model)")
-            fields = {"Question": question, **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
-            letters = LETTERS[: len(options)]
-            mcq = get_task("cti-mcq")
-            prefix = mcq.choice_prefix("ctibench")
-            if prefix is None:
-                raise CybersecqwenError(mcq.choice_mode_refusal("ctibench"))
-            probabilities = np.exp(log_softmax(np.array(self.score(ChoiceRequest(mcq.prompt_messages(fields), letters, prefix)))))
-            best = int(np.argmax(probabilities))
-            return {"answer": letters[best], "option": options[best], "confidence": round(float(probabilities[best]), 4),
-                    "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
-                    "needs_review": probabilities[best] < REVIEW_BELOW, "note": note,
-                    "method": "the language model alone, closed-book (log-probabilities of the letters)"}
-        reply = self.generate(GenerationRequest(get_task("cti-qa").prompt_messages({"Question": question}), max_tokens=max_tokens,
-                                                deadline=current_deadline()))
-        return {"answer": reply.strip(), "confidence": None, "needs_review": True,
-                "note": "; ".join(filter(None, ["free-text answers carry no calibrated confidence: review before use", note])),
-                "method": "the language model alone, closed-book"}
-
-
-OPEN_BOOK = "open-book over the open catalogs (ATT&CK Enterprise, CAPEC, CWE, MISP)"
-FOUND_SHARE = 0.5  # the share of a question's content words the best passage must hold to count as an answer
-
-
-def best_sentence_of(passage, words, terms) -> str:
-    sentences = [s for s in SENTENCE.split(passage.text) if s.strip()] or [passage.text]
-    return max(sentences, key=lambda s: len(words & terms(s)))[:600]
-
-
-def grounded_choice(answerer, question: str, options: list[str]) -> dict[str, Any]:
-    check_deadline()
-    choice = answerer.answer(question, options)
-    best, probabilities = choice["best"], choice["probabilities"]
-    letters = LETTERS[: len(options)]
-    passage = choice["passages"][best]
-    citations = []
-    if passage is not None:
-        words = answerer.terms(options[best]) | answerer.terms(question)
-        citations.append({**passage.cite(), "text": best_sentence_of(passage, words, answerer.terms)})
-    confidence = float(probabilities[best])
-    return {"answer": letters[best], "option": options[best], "confidence": round(confidence, 4),
-            "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
-            "needs_review": confidence < REVIEW_BELOW or not citations, "found": bool(citations), "citations": citations,
-            "method": f"the heads' MCQ answerer, {OPEN_BOOK}: each option scored against the passages the question retrieves "
-                      f"(validation accuracy {answerer.details.get('validation_accuracy', 'n/a')})",
-            "note": None if citations else "no catalog passage supports any option: the letter is a guess"}
-
-
-def grounded_answer(index, question: str) -> dict[str, Any]:
-    """The catalogs' best passages for a question, and the sentence that answers it best; "not found" when they do
-    not hold it (an id the catalogs lack, or, when the question names no entry, a best passage holding under half the
-    question's words)."""
-    from cybersecqwen.heads.knowledge import ID_PATTERN
-    from cybersecqwen.heads.mcq import Terms
-
-    check_deadline()
-    terms = Terms(index)
-    words = terms(question)
-    named = index.named_ids(question)
-    unknown = [m.upper() for m in dict.fromkeys(ID_PATTERN.findall(question)) if m.upper() not in named]
-    candidates = {i: 0.0 for entry in named for i in index.lookup(entry)}
-    scores = index.scores(question)
-    ranked = sorted(set(candidates) | {i for i, _ in index.search(question, 5)}, key=lambda i: (-(i in candidates), -scores[i]))[:3]
-    share = max((len(words & terms(index.passages[i].text)) / len(words) for i in ranked), default=0.0) if words else 0.0
-    if (unknown and not named) or not ranked or (not named and share < FOUND_SHARE):
-        missing = f" (no entry {', '.join(unknown)})" if unknown and not named else ""
-        return {"answer": f"I could not find this in the catalogs{missing}.", "confidence": None, "needs_review": True,
-                "found": False, "citations": [], "method": f"retrieval, {OPEN_BOOK}",
-                "note": f"the best passage holds {share:.0%} of the question's words (at least {FOUND_SHARE:.0%} needed)"
-                        if not missing else None}
-    citations = [{**index.passages[i].cite(), "text": best_sentence_of(index.passages[i], words, terms)} for i in ranked]
-    return {"answer": citations[0]["text"], "confidence": None, "needs_review": True, "found": True, "citations": citations,
-            "method": f"extractive: the sentence of the best passage sharing most words with the question, {OPEN_BOOK}",
-            "note": "an extractive answer quotes the catalog; read the cited passages before relying on it"}

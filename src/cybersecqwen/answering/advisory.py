@@ -4,7 +4,7 @@ item pointing at the characters it came from (`POST /v1/advisory/analyze`, `cybe
 Reads top to bottom: input (text, markdown or HTML; HTML becomes text through selectolax, scripts never run) ->
 normalised text (every evidence offset points into it) -> chunks sized to the model's context, overlapping -> per
 chunk the structured jobs the server already has (CWE fused ranking, CVSS metric by metric, ATT&CK extraction) ->
-merged without duplicates -> CVE ids, affected vendors / products / version ranges (serve/affected.py), threat actors (ATT&CK groups and MISP,
+merged without duplicates -> CVE ids, affected vendors / products / version ranges (answering/affected.py), threat actors (ATT&CK groups and MISP,
 with aliases) and indicators of compromise found in the whole text -> CAPEC attack patterns from CAPEC's own CWE links -> an extractive summary.
 
 Indicators come from ioc-finder (measured against iocextract on benchmarks/data/ioc_cases.json: precision 0.91 vs
@@ -26,10 +26,10 @@ import re
 import unicodedata
 from typing import Any
 
+from cybersecqwen.answering.affected import ProductIndex
+from cybersecqwen.answering.deadline import check_deadline
+from cybersecqwen.answering.service import SENTENCE, CtiService
 from cybersecqwen.errors import CybersecqwenError, LimitExceeded
-from cybersecqwen.serve.affected import ProductIndex
-from cybersecqwen.serve.gate import check_deadline
-from cybersecqwen.serve.service import SENTENCE, CtiService
 
 FORMATS = ("text", "markdown", "html")
 MAX_CHARS = 200_000  # one document; the server's body limit applies before this
@@ -233,8 +233,8 @@ def summarise_with_model(service: CtiService, text: str) -> dict[str, Any] | Non
     """The model's summary under a JSON schema (llama.cpp's grammar keeps it well-formed), only when the fusion
     learned to trust this model (a model weight above 0 on validation items); else None and the summary is extractive."""
 
+    from cybersecqwen.answering.deadline import current_deadline
     from cybersecqwen.models.base import GenerationRequest
-    from cybersecqwen.serve.gate import current_deadline
 
     if service.backend is None or not service.fusion.uses_model("cwe"):
         return None
@@ -391,8 +391,8 @@ def analyze_files(files, fmt: str | None, stix, model: str, backend_kind: str, h
     written atomically when asked)."""
     from pathlib import Path
 
+    from cybersecqwen.answering.loading import load_service, serving_backend
     from cybersecqwen.io import write_text
-    from cybersecqwen.serve.server import load_service, serving_backend
 
     for path in files:
         if not path.is_file():

@@ -15,10 +15,10 @@ from typing import Any, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cybersecqwen.answering.service import CtiService
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import write_text
 from cybersecqwen.progress import bars
-from cybersecqwen.serve.service import CtiService
 
 TASKS = ("cwe", "attack")
 
@@ -66,7 +66,7 @@ def enrich_file(model: str, backend_kind: str, source: Path, out: Path, field: s
                 data_dir: Path | None = None, download: bool = False, heads: Path | None = None,
                 no_model: bool = False) -> dict[str, int]:
     """The `enrich` verb: check the arguments, load the model, heads and catalogs, enrich, close the model."""
-    from cybersecqwen.serve.server import load_service, serving_backend
+    from cybersecqwen.answering.loading import load_service, serving_backend
 
     check_arguments(source, out, task)
     if no_model and heads is None:

@@ -1,0 +1,61 @@
+"""From options to a working answerer: the backend, the catalogs, the heads and the knowledge index, checked against
+each other, then the service. Used by `serve`, `analyze`, `enrich` and `heads fuse` alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cybersecqwen.errors import CybersecqwenError
+
+
+def model_identity(model: str) -> str:
+    """What fusion weights are tied to: `embedded`, an openai: URL, or a model file or folder's absolute path."""
+    return model if model == "embedded" or model.startswith("openai:") else str(Path(model).expanduser().resolve())
+
+
+def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool, heads: Path | None = None,
+                 model: str = "embedded"):
+    if chat_only:
+        return None
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
+
+    loaded_heads = None
+    if heads is not None:
+        from cybersecqwen.heads import load_heads
+
+        loaded_heads = load_heads(heads)
+    try:
+        catalogs = load_catalogs(data_dir, download)
+    except CybersecqwenError as exc:
+        raise CybersecqwenError(f"the structured endpoints need the CWE and ATT&CK catalogs: {exc} (or pass --chat-only)") from None
+    if loaded_heads is not None:
+        unknown = sorted(set(loaded_heads.models["cwe"].labels) - set(catalogs.cwe))
+        if unknown:
+            raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
+                                    "retrain them against the same CWE version")
+    return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model), knowledge=knowledge_index(data_dir, download))
+
+
+def knowledge_index(data_dir: Path | None, download: bool):
+    """The catalogs as citable passages for grounded Q&A (heads/knowledge.py); None, logged, where a source is missing."""
+    import logging
+
+    from cybersecqwen.datafiles import MissingDataError
+    from cybersecqwen.heads.knowledge import KnowledgeIndex
+
+    try:
+        return KnowledgeIndex.load(data_dir, download)
+    except MissingDataError as exc:
+        logging.getLogger(__name__).warning("no knowledge index (grounded Q&A answers from the model): %s", exc)
+        return None
+
+
+def serving_backend(model: str, backend_kind: str, no_model: bool = False):
+    from cybersecqwen.models import load_backend
+
+    if no_model:
+        return None
+    if model == "embedded" and backend_kind == "auto":
+        backend_kind = "llamacpp"  # the shipped GGUF: single-stream speed is what a server needs (NOTES.md)
+    return load_backend(model, backend_kind, batch_size=1)
