@@ -155,3 +155,31 @@ def test_ask_is_grounded_with_citations_or_says_it_found_nothing(mcq_heads, sour
     assert http.post("/v1/cti/ask", json={"question": question, "options": [1, 2, 3, 4]}).status_code == 422
     assert http.post("/v1/cti/ask", json={"question": ""}).status_code == 422
     assert http.post("/v1/cti/ask", json={"question": "x" * 1_100_000}).status_code == 413
+
+
+def test_technique_ids_a_report_writes_are_returned_exactly_and_first(source_mirror, trained_heads):  # noqa: F811
+    """Issue 26.5: what a report states comes back as stated, with its span; revoked ids mapped, unknown ids dropped."""
+    from types import SimpleNamespace
+
+    from cybersecqwen.answering.attack import stated
+    from cybersecqwen.answering.catalog import Entry, load_catalogs
+    from cybersecqwen.answering.service import CtiService
+    from cybersecqwen.heads import load_heads
+
+    catalogs = SimpleNamespace(
+        written={"T1059": Entry("T1059", "Command and Scripting Interpreter", "", "https://attack.mitre.org/techniques/T1059/", ("execution",)),
+                 "T1059.001": Entry("T1059.001", "PowerShell", "", "https://attack.mitre.org/techniques/T1059/001/", ("execution",))},
+        retired={"T1086": "T1059.001", "T1002": ""}, tactics={"execution": "Execution"})
+    text = "Table 2. T1059.001 PowerShell; T1086 (old id); T1002; T9999 is no technique; xT1059 and T1059.001 again."
+    found = stated(catalogs, text)
+    assert [t["technique_id"] for t in found] == ["T1059.001", "T1002"]  # T1086 maps onto T1059.001, already stated
+    first = found[0]
+    assert first["origin"] == "stated" and text[first["span"][0]:first["span"][1]] == "T1059.001" and first["tactics"] == ["Execution"]
+    assert found[1]["note"] == "T1002 is deprecated in ATT&CK" and found[1]["needs_review"]
+    assert stated(catalogs, "T1086 was used.")[0]["note"] == "T1086 is revoked in ATT&CK; its successor is T1059.001"
+
+    service = CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
+    result = service.extract_attack("The group ran scripts (T1059) and then searched files and directories on the host.")
+    assert result["techniques"][0]["technique_id"] == "T1059" and result["techniques"][0]["origin"] == "stated"
+    assert all(t["origin"] == "inferred" for t in result["techniques"][1:])
+    assert "T1059" not in [t["technique_id"] for t in result["techniques"][1:]]

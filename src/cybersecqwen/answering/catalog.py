@@ -104,8 +104,10 @@ class Catalogs:
     tactics: dict[str, str]
     actors: list[ThreatActor] = field(default_factory=list)  # ATT&CK groups, then MISP threat actors
     capec_by_cwe: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # CWE id -> (CAPEC id, name), CAPEC's own links
-    products: Any = None  # serve.affected.ProductIndex of the CVE records' affected (vendor, product) pairs
+    products: Any = None  # answering.affected.ProductIndex of the CVE records' affected (vendor, product) pairs
     notes: list[str] = field(default_factory=list)  # optional sources that could not be loaded
+    written: dict[str, Entry] = field(default_factory=dict)  # every active technique id, sub-techniques included
+    retired: dict[str, str] = field(default_factory=dict)  # revoked -> successor id; deprecated -> ""
 
     def __post_init__(self) -> None:
         self.cwe_index = Index(self.cwe)
@@ -145,6 +147,8 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
     techniques = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics, " ".join(subs.get(t.technique_id, [])))
                   for t in attack.techniques.values() if "." not in t.technique_id}
     actors = [ThreatActor(a.name, a.aliases, "mitre-attack-enterprise", a.attack_id) for a in attack.actors.values() if a.kind == "group"]
+    # Every active id a report may print (sub-techniques too), and the retired ones with their successor.
+    written = {t.technique_id: Entry(t.technique_id, t.name, t.description, t.url, t.tactics) for t in attack.techniques.values()}
     capec_by_cwe: dict[str, list[tuple[str, str]]] = {}
     notes = []
     # Optional for the structured endpoints; advisory analysis says when they are missing.
@@ -168,4 +172,4 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
         products = ProductIndex.from_records(records)
     except CybersecqwenError as exc:
         notes.append(f"no known products (affected products are found by pattern only): {exc}")
-    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, products, notes)
+    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, products, notes, written, dict(attack.retired))

@@ -60,6 +60,8 @@ class AttackCatalog:
     procedures: list[Procedure] = field(default_factory=list)
     tactics: dict[str, str] = field(default_factory=dict)  # shortname -> display name
     mitigation_notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (M-id, T-id) -> how it mitigates
+    # Technique ids no longer active: revoked ones -> the id that replaced them; deprecated ones -> "" (no successor)
+    retired: dict[str, str] = field(default_factory=dict)
     # DET-id -> (data source, data component, what the analytic looks for), from its analytics' log sources
     detection_details: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
@@ -76,7 +78,10 @@ def parse_attack(path: Path) -> AttackCatalog:
     stix_to_id: dict[str, str] = {}
     by_stix = {o["id"]: o for o in objects if "id" in o}
     analytics: list[tuple[str, list[str]]] = []
+    retired_stix: dict[str, str] = {}  # STIX id of a revoked or deprecated technique -> its ATT&CK id
     for o in objects:
+        if o.get("type") == "attack-pattern" and not is_active(o) and external_id(o, "mitre-attack"):
+            retired_stix[o["id"]] = external_id(o, "mitre-attack")
         if not is_active(o):
             continue
         kind = o.get("type")
@@ -109,7 +114,10 @@ def parse_attack(path: Path) -> AttackCatalog:
                 analytics.append((strategy_id, o.get("x_mitre_analytic_refs", [])))
         elif kind == "x-mitre-tactic":
             catalog.tactics[o.get("x_mitre_shortname", "")] = o.get("name", "")
+    catalog.retired = {old: "" for old in retired_stix.values()}
     for o in objects:
+        if o.get("type") == "relationship" and o.get("relationship_type") == "revoked-by" and o.get("source_ref") in retired_stix:
+            catalog.retired[retired_stix[o["source_ref"]]] = stix_to_id.get(o.get("target_ref"), "")
         if o.get("type") != "relationship" or not is_active(o):
             continue
         source, target = stix_to_id.get(o.get("source_ref")), stix_to_id.get(o.get("target_ref"))

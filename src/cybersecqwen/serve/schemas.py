@@ -113,6 +113,9 @@ class Technique(BaseModel):
     confidence: float
     components: Components | None = None
     needs_review: bool
+    origin: Literal["stated", "inferred"] = Field("inferred", description="stated: the text writes this id; inferred: the answerers' judgement")
+    span: list[int] | None = Field(None, description="stated: [start, end) of the id in the text")
+    note: str | None = Field(None, description="stated: a revoked id mapped to its successor, or a deprecated one")
 
 
 class AttackResponse(BaseModel):
