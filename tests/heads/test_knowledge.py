@@ -183,3 +183,24 @@ def test_technique_ids_a_report_writes_are_returned_exactly_and_first(source_mir
     assert result["techniques"][0]["technique_id"] == "T1059" and result["techniques"][0]["origin"] == "stated"
     assert all(t["origin"] == "inferred" for t in result["techniques"][1:])
     assert "T1059" not in [t["technique_id"] for t in result["techniques"][1:]]
+
+
+@pytest.mark.slow
+def test_heads_fuse_weighs_the_answerer_against_the_model_on_validation_questions(mcq_heads, source_mirror, tmp_path):  # noqa: F811
+    from cybersecqwen.answering.fuse import fit_fusion, fused_service
+
+    result = fit_fusion(mcq_heads, tmp_path / "corpus", "embedded", items=10, data_dir=source_mirror)
+    mcq = result["jobs"]["mcq"]
+    assert len(mcq["weights"]) == 3 and mcq["validation_items"] >= 1 and {"top1_head", "top1_model", "top1_fused"} <= set(mcq)
+    # Every rotation of the options is asked, so a model that prefers one letter scores chance, not its bias, and
+    # gets no weight (the fixture's few validation answers all sit on "A", where SmolLM2 answers: 100% without it).
+    assert mcq["top1_model"] <= 0.5 and mcq["weights"][1] < mcq["weights"][0]
+    service, backend = fused_service(mcq_heads, "embedded", source_mirror)
+    try:
+        assert service.fusion.weights["mcq"] == mcq["weights"]
+        question = "Which MITRE ATT&CK tactic does the technique Command and Scripting Interpreter (T1059) serve?"
+        answer = service.ask(question, ["Discovery", "Execution", "Persistence", "Defense Evasion"])
+        said = "fused with the model's letters" if mcq["weights"][1] > 0 else "the model has no learned say"
+        assert said in answer["method"] and answer["citations"][0]["id"] == "T1059"
+    finally:
+        backend.close()

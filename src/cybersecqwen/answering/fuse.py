@@ -113,11 +113,38 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
             samples = [s for task, text, gold in progress for s in choice_features(service, job, task, text, gold)]
             weights = learn_weights(samples)
             jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
+        jobs["mcq"] = fit_mcq(service, heads, corpus, items, data_dir, download)
     finally:
         backend.close()
     result = {"format": FORMAT, "heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
     write_json(heads_dir / "fusion.json", result)
     return result
+
+
+def fit_mcq(service: CtiService, heads, corpus: Path, items: int, data_dir: Path | None, download: bool) -> dict[str, Any]:
+    """The MCQ answerer (open-book) and the model's letters, weighted on the corpus's MCQ validation questions. The
+    answerer was fitted on the training split (its settings chosen on these questions, never refit on them). Each
+    question is asked in every rotation of its options, so the gold letter takes every position equally often: a
+    model that only prefers a letter (SmolLM2 answers "A" most of the time) earns no weight from a validation split
+    whose answers happen to sit on that letter."""
+    from cybersecqwen.answering.qa import mcq_features
+    from cybersecqwen.heads.mcq import corpus_mcq
+
+    rows = corpus_mcq(corpus / "val.jsonl") if heads.mcq_payload is not None else []
+    random.Random(0).shuffle(rows)
+    rows = rows[:items]
+    if not rows:
+        return {"weights": Fusion.default(heads, service.backend).weights["mcq"], "review_below": 0.5,
+                "skipped": "no MCQ answerer in these heads or no MCQ validation questions"}
+    answerer = heads.mcq(data_dir, download)
+    samples = []
+    for question, options, gold in track(rows, description="fusion mcq"):
+        for shift in range(len(options)):
+            rotated = options[shift:] + options[:shift]
+            samples.append((mcq_features(service, answerer.answer(question, rotated), question, rotated, True),
+                            (gold - shift) % len(options)))
+    weights = learn_weights(samples)
+    return {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
 
 
 SELECT_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -10,7 +10,7 @@ import numpy as np
 from cybersecqwen.answering.deadline import check_deadline, current_deadline
 from cybersecqwen.answering.shared import REVIEW_BELOW, SENTENCE
 from cybersecqwen.errors import CybersecqwenError
-from cybersecqwen.heads.fusion import log_softmax
+from cybersecqwen.heads.fusion import fused_probabilities, log_softmax
 from cybersecqwen.models.base import ChoiceRequest, GenerationRequest
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.mcq import LETTERS
@@ -26,12 +26,13 @@ def mcq_answerer(service):
 
 
 def ask(service, question: str, options: list[str] | None = None, max_tokens: int = 256) -> dict[str, Any]:
-    """With options: the heads' open-book answerer when these heads have one (the model has no learned weight for
-    MCQ, so it gets no say), else the model's letter. Without options: the catalogs' passages and the sentence
-    that answers best, or "not found"; the model's free text only where there is no knowledge index."""
+    """With options: the heads' open-book answerer when these heads have one, fused with the model's letters only
+    where `heads fuse` learned a weight for the model on validation items; else the model's letter. Without options:
+    the catalogs' passages and the sentence that answers best, or "not found"; the model's free text only where
+    there is no knowledge index."""
     answerer = mcq_answerer(service)
     if options and answerer is not None:
-        return grounded_choice(answerer, question, options)
+        return grounded_choice(answerer, question, options, service)
     if not options and service.knowledge is not None:
         return grounded_answer(service.knowledge, question)
     question, note = service.model_text(question)
@@ -39,13 +40,8 @@ def ask(service, question: str, options: list[str] | None = None, max_tokens: in
         if service.backend is None:
             raise CybersecqwenError("multiple-choice answers need a language model or heads with an MCQ answerer "
                                     "(retrain the heads with this version); this server runs heads only (--no-model)")
-        fields = {"Question": question, **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
         letters = LETTERS[: len(options)]
-        mcq = get_task("cti-mcq")
-        prefix = mcq.choice_prefix("ctibench")
-        if prefix is None:
-            raise CybersecqwenError(mcq.choice_mode_refusal("ctibench"))
-        probabilities = np.exp(log_softmax(np.array(service.score(ChoiceRequest(mcq.prompt_messages(fields), letters, prefix)))))
+        probabilities = np.exp(model_letters(service, question, options))
         best = int(np.argmax(probabilities))
         return {"answer": letters[best], "option": options[best], "confidence": round(float(probabilities[best]), 4),
                 "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
@@ -67,10 +63,35 @@ def best_sentence_of(passage, words, terms) -> str:
     return max(sentences, key=lambda s: len(words & terms(s)))[:600]
 
 
-def grounded_choice(answerer, question: str, options: list[str]) -> dict[str, Any]:
+def model_letters(service, question: str, options: list[str]) -> np.ndarray:
+    """The model's log-probabilities of the letters after the trained answer's prefix (closed-book)."""
+    fields = {"Question": service.model_text(question)[0], **{f"Option {letter}": option for letter, option in zip(LETTERS, options)}}
+    mcq = get_task("cti-mcq")
+    prefix = mcq.choice_prefix("ctibench")
+    if prefix is None:
+        raise CybersecqwenError(mcq.choice_mode_refusal("ctibench"))
+    return log_softmax(np.array(service.score(ChoiceRequest(mcq.prompt_messages(fields), LETTERS[: len(options)], prefix))))
+
+
+def mcq_features(service, choice: dict[str, Any], question: str, options: list[str], use_model: bool) -> np.ndarray:
+    """Per option: (the answerer's log-probability, the model's, 0 for the unused lexical column): the fusion's features."""
+    matrix = np.zeros((len(options), 3))
+    matrix[:, 0] = np.log(np.maximum(choice["probabilities"], 1e-9))
+    if use_model and service is not None and service.backend is not None:
+        matrix[:, 1] = model_letters(service, question, options)
+    return matrix
+
+
+def grounded_choice(answerer, question: str, options: list[str], service=None) -> dict[str, Any]:
+    """The answerer's pick, fused with the model's letters where `heads fuse` learned a weight for the model."""
     check_deadline()
     choice = answerer.answer(question, options)
-    best, probabilities = choice["best"], choice["probabilities"]
+    probabilities = choice["probabilities"]
+    fused = service is not None and service.backend is not None and service.fusion.uses_model("mcq")
+    if fused:
+        weights = service.fusion.weights["mcq"]
+        probabilities = fused_probabilities(mcq_features(service, choice, question, options, True), weights)
+    best = int(np.argmax(probabilities))
     letters = LETTERS[: len(options)]
     passage = choice["passages"][best]
     citations = []
@@ -80,9 +101,12 @@ def grounded_choice(answerer, question: str, options: list[str]) -> dict[str, An
     confidence = float(probabilities[best])
     return {"answer": letters[best], "option": options[best], "confidence": round(confidence, 4),
             "probabilities": dict(zip(letters, (round(float(p), 4) for p in probabilities))),
-            "needs_review": confidence < REVIEW_BELOW or not citations, "found": bool(citations), "citations": citations,
+            "needs_review": confidence < (service.review_below.get("mcq", REVIEW_BELOW) if service is not None else REVIEW_BELOW)
+                            or not citations, "found": bool(citations), "citations": citations,
             "method": f"the heads' MCQ answerer, {OPEN_BOOK}: each option scored against the passages the question retrieves "
-                      f"(validation accuracy {answerer.details.get('validation_accuracy', 'n/a')})",
+                      f"(validation accuracy {answerer.details.get('validation_accuracy', 'n/a')})"
+                      + (f"; fused with the model's letters (weights answerer {service.fusion.weights['mcq'][0]:.2f}, model "
+                         f"{service.fusion.weights['mcq'][1]:.2f}: {service.fusion.source})" if fused else "; the model has no learned say"),
             "note": None if citations else "no catalog passage supports any option: the letter is a guess"}
 
 

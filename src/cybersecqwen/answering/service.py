@@ -36,8 +36,12 @@ from cybersecqwen.tasks.ate import technique_list
 
 log = logging.getLogger(__name__)
 MODEL_ROOM = 1024  # tokens of a model's context kept for the prompt's instructions, the candidates and the answer
-JOBS = ("cwe", "attack", "cvss")
-HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}
+JOBS = ("cwe", "attack", "cvss", "mcq")
+HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV", "mcq": "mcq"}  # mcq: the open-book answerer (heads/mcq.py)
+
+
+def has_head(heads, name: str) -> bool:
+    return getattr(heads, "mcq_payload", None) is not None if name == "mcq" else heads.has(name)
 MULTI_LABEL = {"attack"}  # jobs whose candidates are each a yes/no question (weights: one per feature, then a bias)
 
 
@@ -61,10 +65,11 @@ class Fusion:
                        "model only (no heads)")
         # Until weights are learned for this model on validation items, the model gets no say (`heads fuse`); a job
         # whose head the corpus could not train stays with the model (or, without one, the lexical score).
-        review = {"cwe": heads.validation("cwe").get("review_below", REVIEW_BELOW), "attack": REVIEW_BELOW, "cvss": REVIEW_BELOW}
+        review = {"cwe": heads.validation("cwe").get("review_below", REVIEW_BELOW), "attack": REVIEW_BELOW, "cvss": REVIEW_BELOW,
+                  "mcq": REVIEW_BELOW}
         note = "heads only (--no-model)" if backend is None else "heads only: no fusion weights learned for this model yet (`cybersecqwen heads fuse`)"
         fallback = [0.0, 1.0, 0.0] if backend is not None else [0.0, 0.0, 1.0]
-        weights = {job: ([1.0, 0.0, 0.0] if heads.has(HEAD_OF[job]) else fallback) + [0.0] * (job in MULTI_LABEL) for job in JOBS}
+        weights = {job: ([1.0, 0.0, 0.0] if has_head(heads, HEAD_OF[job]) else fallback) + [0.0] * (job in MULTI_LABEL) for job in JOBS}
         # Weights (1, 0, 0, bias 0) give the ATT&CK head's own probabilities: select at the head's own threshold.
         select = heads.validation("attack").get("threshold", 1.0) if heads.has("attack") else 1.0
         return cls(weights, review, note, select_above=select)
@@ -83,8 +88,9 @@ class Fusion:
             log.warning("%s was learned for model %s (these heads: %s); using heads-only weights", path, payload.get("model"),
                         payload.get("heads_manifest_sha256") == heads.manifest_sha256)
             return cls.default(heads, backend)
-        return cls({job: payload["jobs"][job]["weights"] for job in JOBS},
-                   {job: payload["jobs"][job]["review_below"] for job in JOBS},
+        fallback = cls.default(heads, backend)  # a job the file does not hold (an MCQ answerer added later) keeps its default
+        return cls({job: payload["jobs"][job]["weights"] if job in payload["jobs"] else fallback.weights[job] for job in JOBS},
+                   {job: payload["jobs"][job]["review_below"] if job in payload["jobs"] else fallback.review_below[job] for job in JOBS},
                    f"learned on {payload['items']} validation items per job for {model_label}", payload,
                    payload["jobs"]["attack"]["select_above"])
 
