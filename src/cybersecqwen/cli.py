@@ -270,7 +270,9 @@ def serve_command(
     audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSONL audit log: request id, endpoint, sizes, latency."),
     log_content: bool = typer.Option(False, "--log-content", help="Also write request bodies to the audit log."),
     chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
-    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
+                                         "default: the demo's (runs/demo/heads/model) when present."),
+    no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Serve the structured endpoints from --heads alone (no LLM)."),
     allow_host: list[str] = typer.Option([], "--allow-host", help="A Host name clients use (repeatable; the bound address "
                                          "and loopback names are always answered; '*' answers any: not behind a proxy)."),
@@ -280,6 +282,7 @@ def serve_command(
     download: bool = Download,
 ) -> None:
     """Run the local API: OpenAI-compatible chat, CWE / CVE / ATT&CK / Q&A endpoints, the analyst page at /."""
+    from cybersecqwen.answering.loading import default_heads
     from cybersecqwen.serve.app import ServerSettings
     from cybersecqwen.serve.server import check_proxies, serve
 
@@ -289,6 +292,8 @@ def serve_command(
                               allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))),
                               trusted_proxies=check_proxies(trusted_proxy))
     console.print(f"serving {model} on http://{host}:{port}  (schema: /openapi.json, page: /)")
+    heads, which = default_heads(heads, no_heads, chat_only, data_dir, download)
+    console.print(which)
     serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 
 
@@ -299,14 +304,19 @@ def analyze_command(
     stix: Optional[Path] = typer.Option(None, "--stix", help="Write a STIX 2.1 bundle here (a folder when several files)."),
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
     backend: str = typer.Option("auto", "--backend"),
-    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
+                                         "default: the demo's (runs/demo/heads/model) when present."),
+    no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
     """Structured threat intelligence from advisories and reports: one JSON object per file, with evidence offsets."""
     from cybersecqwen.answering.advisory import analyze_files
+    from cybersecqwen.answering.loading import default_heads
 
+    heads, which = default_heads(heads, no_heads, False, data_dir, download)
+    console.print(which)
     for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download):
         print(json.dumps(result, ensure_ascii=False))
 
@@ -320,14 +330,19 @@ def enrich_command(
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
     backend: str = typer.Option("auto", "--backend"),
     stix: Optional[Path] = typer.Option(None, "--stix", help="Also write a STIX 2.1 bundle here."),
-    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`)."),
+    heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
+                                         "default: the demo's (runs/demo/heads/model) when present."),
+    no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
     from cybersecqwen.answering.enrich import enrich_file
+    from cybersecqwen.answering.loading import default_heads
 
+    heads, which = default_heads(heads, no_heads, False, data_dir, download)
+    console.print(which)
     counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download, heads, no_model)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"
           + (f"; STIX bundle {stix}" if stix else ""))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -204,3 +205,24 @@ def test_heads_fuse_weighs_the_answerer_against_the_model_on_validation_question
         assert said in answer["method"] and answer["citations"][0]["id"] == "T1059"
     finally:
         backend.close()
+
+
+def test_the_demo_heads_are_the_default_and_no_heads_turns_them_off(trained_heads, source_mirror, tmp_path, monkeypatch):  # noqa: F811
+    """Issue 26.6 (in part): `serve`, `analyze` and `enrich` answer with the demo's heads when present, and say so."""
+    from cybersecqwen.answering.loading import DEMO_HEADS, default_heads
+
+    monkeypatch.chdir(tmp_path)
+    heads, said = default_heads(None, False, data_dir=source_mirror)
+    assert heads is None and "none found" in said and "heads train" in said
+    (tmp_path / DEMO_HEADS).parent.mkdir(parents=True)
+    (tmp_path / DEMO_HEADS).mkdir()
+    (tmp_path / DEMO_HEADS / "manifest.json").write_text("{}")  # found but broken: not used, and the line says why
+    heads, said = default_heads(None, False, data_dir=source_mirror)
+    assert heads is None and "not using" in said and "not a heads manifest" in said
+    shutil.rmtree(tmp_path / DEMO_HEADS)
+    shutil.copytree(trained_heads, tmp_path / DEMO_HEADS)
+    assert default_heads(None, False, data_dir=source_mirror)[0] == DEMO_HEADS
+    assert default_heads(None, True) == (None, "heads: none (--no-heads): the language model answers the structured endpoints alone")
+    assert default_heads(Path("other"), False)[0] == Path("other")
+    with pytest.raises(CybersecqwenError, match="contradict"):
+        default_heads(Path("other"), True)

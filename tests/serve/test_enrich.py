@@ -28,7 +28,8 @@ def write_alerts(path, n):
 
 
 def run_enrich(args, env):
-    return subprocess.Popen([sys.executable, "-m", "cybersecqwen", "enrich", *args], env=env, stdout=subprocess.PIPE,
+    # --no-heads: the model alone, whatever heads a local `make demo` left in runs/ (the default would take them).
+    return subprocess.Popen([sys.executable, "-m", "cybersecqwen", "enrich", "--no-heads", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
