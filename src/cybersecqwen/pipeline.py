@@ -185,8 +185,8 @@ class Pipeline:
         self.evaluate(str(self.output("merge")), "eval-tuned")
 
     def stage_export(self) -> None:
-        from cybersecqwen.export.quantize import parse_quants
         from cybersecqwen.export.gguf import export_model
+        from cybersecqwen.export.quantize import parse_quants
 
         export = self.recipe.export
         # The quantized file's quality is measured by the eval-quant stage on the same items as the others.
@@ -230,7 +230,7 @@ class Pipeline:
         try:
             responder = FusedResponder(service, f"fused:{self.quant_file().name}+heads")
             limit = None if self.full else self.recipe.heads.fused_eval_limit
-            self.evaluate(f"fused:{self.quant_file()}", "eval-fused", FusedResponder.tasks, limit=limit, responder=responder)
+            self.evaluate(f"fused:{self.quant_file()}", "eval-fused", responder.tasks, limit=limit, responder=responder)
         finally:
             backend.close()
 

@@ -215,22 +215,33 @@ def fused_service(heads_dir: Path, model: str, data_dir: Path | None = None, dow
 
 class FusedResponder:
     """The server's fused answers as an eval "model": CTI-RCM/RCM-2021 through /v1/cwe/classify's ranking, CTI-VSP
-    through its CVSS choice, CTI-ATE through /v1/attack/extract, each written in the task's answer form."""
+    through its CVSS choice, CTI-ATE through /v1/attack/extract, CTI-MCQ through /v1/cti/ask (open-book, when the
+    heads have an MCQ answerer), each written in the task's answer form."""
 
-    tasks = ("cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate")
+    tasks = ("cti-rcm", "cti-rcm-2021", "cti-vsp", "cti-ate", "cti-mcq")
     is_instruct = True
 
     def __init__(self, service: CtiService, label: str) -> None:
+        from cybersecqwen.heads.respond import OPEN_BOOK
         from cybersecqwen.models.base import BackendInfo
 
         self.service = service
-        self.info = BackendInfo("fused", label, {"fusion": service.fusion.source})
+        details: dict[str, Any] = {"fusion": service.fusion.source}
+        if service.heads is not None and getattr(service.heads, "mcq_payload", None) is not None and service.knowledge is not None:
+            details["book"] = {"cti-mcq": OPEN_BOOK}
+        else:  # no answerer: MCQ is the model's letter alone, closed-book, which the other runs already measure
+            self.tasks = tuple(t for t in self.tasks if t != "cti-mcq")
+        self.info = BackendInfo("fused", label, details)
 
     def answers(self, task, items) -> list[str]:
         out = []
         for item in items:
             text = item.fields.get(task.item_text_fields[0]) or task.item_text(item.prompt)
-            if task.name == "cti-vsp":
+            if task.name == "cti-mcq":
+                options = [item.fields[f"Option {x}"] for x in "ABCD"]
+                answer = self.service.ask(item.fields["Question"], options)
+                out.append(task.render_answer(answer["option"], answer["answer"]))
+            elif task.name == "cti-vsp":
                 out.append(task.render_answer(self.service.cvss_vector(text)["vector"]))
             elif task.name == "cti-ate":
                 found = self.service.extract_attack(text)["techniques"]
