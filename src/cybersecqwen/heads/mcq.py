@@ -62,29 +62,50 @@ class Support:
 
 
 class Terms:
-    """Stemmed content words (scikit-learn's English stop words out, Snowball stems), as the index reads them."""
+    """Stemmed content words (scikit-learn's English stop words out, Snowball stems), as the index reads them. The
+    last 65,536 texts are remembered (every passage fits; a long-running server's questions do not pile up)."""
 
     def __init__(self, index: KnowledgeIndex) -> None:
+        import functools
+
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
         from cybersecqwen.heads.knowledge import _stemmer
 
-        self.stop, self.stemmer, self.cache = set(ENGLISH_STOP_WORDS), _stemmer(), {}
+        self.stop, self.stemmer = set(ENGLISH_STOP_WORDS), _stemmer()
+        self.of = functools.lru_cache(maxsize=65_536)(self._terms)
+
+    def _terms(self, text: str) -> frozenset[str]:
+        return frozenset(self.stemmer.stemWords([w for w in WORD.findall(text.lower()) if w not in self.stop]))
 
     def __call__(self, text: str) -> frozenset[str]:
-        found = self.cache.get(text)
-        if found is None:
-            words = [w for w in WORD.findall(text.lower()) if w not in self.stop]
-            found = self.cache[text] = frozenset(self.stemmer.stemWords(words))
-        return found
+        return self.of(text)
 
 
-def option_support(index: KnowledgeIndex, terms: Terms, question: str, options: Sequence[str], depth: int) -> list[Support]:
-    named = [i for entry in index.named_ids(question) for i in index.lookup(entry)]
-    retrieved = [i for i, _ in index.search(question, depth)]
-    base = index.scores(question).max(initial=0.0)
+@dataclass
+class Retrieved:
+    """What a question retrieves, computed once whatever the depth: the passages of the entries it names, its best
+    passages up to the deepest depth tried, and how much each option adds to its best retrieval score."""
+
+    named: list[int]
+    ranked: list[int]
+    joint: list[float]
+
+
+def retrieve(index: KnowledgeIndex, question: str, options: Sequence[str], depth: int = max(DEPTHS)) -> Retrieved:
+    scores = index.scores(question)
+    base = scores.max(initial=0.0)
+    ranked = [int(i) for i in np.argsort(-scores, kind="stable")[:depth] if scores[i] > 0]
+    return Retrieved([i for entry in index.named_ids(question) for i in index.lookup(entry)], ranked,
+                     [float(index.scores(f"{question} {option}").max(initial=0.0) - base) for option in options])
+
+
+def option_support(index: KnowledgeIndex, terms: Terms, question: str, options: Sequence[str], depth: int,
+                   found: Retrieved | None = None) -> list[Support]:
+    found = found or retrieve(index, question, options, depth)
+    named, retrieved = found.named, found.ranked[:depth]
     rows = []
-    for option in options:
+    for option, joint in zip(options, found.joint):
         option_terms = terms(option)
         lowered = option.lower().strip()
 
@@ -102,7 +123,6 @@ def option_support(index: KnowledgeIndex, terms: Terms, question: str, options: 
         named_exact = float(bool(lowered) and any(lowered in index.passages[i].text.lower() for i in named))
         topk_exact = max((1.0 / (1 + rank) for rank, i in enumerate(retrieved) if lowered and lowered in index.passages[i].text.lower()),
                          default=0.0)
-        joint = float(index.scores(f"{question} {option}").max(initial=0.0) - base)
         rows.append(Support(np.array([named_cover, named_exact, top1_cover, topk_cover, topk_exact, joint]),
                             named_at if named_at is not None else topk_at))
     return rows
@@ -170,8 +190,11 @@ def fit_answerer(index: KnowledgeIndex, train: list[tuple[str, list[str], int]],
         raise CybersecqwenError("the MCQ answerer needs corpus MCQ examples in both the training and the validation split")
     terms = Terms(index)
 
+    found = {id(rows): [retrieve(index, q, options) for q, options, _ in rows] for rows in (train, val)}  # once, every depth
+
     def matrices(rows, depth):
-        return [centred(np.stack([s.features for s in option_support(index, terms, q, options, depth)])) for q, options, _ in rows]
+        return [centred(np.stack([s.features for s in option_support(index, terms, q, options, depth, f)]))
+                for (q, options, _), f in zip(rows, found[id(rows)])]
 
     best = None
     for depth in DEPTHS:
