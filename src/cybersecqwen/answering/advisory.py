@@ -87,14 +87,14 @@ def to_text(content: str | bytes, fmt: str = "text") -> str:
     return text
 
 
-def chunks(text: str, size: int, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, str]]:
-    """(offset, chunk) pieces of at most `size` characters overlapping by `overlap`, cut at a paragraph or sentence
-    end where one is near."""
+def chunks(text: str, size: int, overlap: int = CHUNK_OVERLAP, cuts: tuple[str, ...] = ("\n\n", ". ")) -> list[tuple[int, str]]:
+    """(offset, chunk) pieces of at most `size` characters overlapping by `overlap`, cut after the last of `cuts`
+    (a paragraph or sentence end) in the chunk's second half where there is one."""
     out, start = [], 0
     while start < len(text):
         end = min(len(text), start + size)
         if end < len(text):
-            cut = max(text.rfind("\n\n", start + size // 2, end), text.rfind(". ", start + size // 2, end))
+            cut = max(text.rfind(mark, start + size // 2, end) for mark in cuts)
             end = cut + 1 if cut > 0 else end
         out.append((start, text[start:end]))
         if end >= len(text):
@@ -157,15 +157,7 @@ def ioc_flags(kind: str, value: str, text: str, span: list[int] | None) -> list[
 def text_pieces(text: str, size: int = IOC_PIECE) -> list[str]:
     """The text in pieces of about `size` characters, cut at whitespace so no indicator is split (a run with no
     whitespace at all is cut where it must be: no indicator is that long)."""
-    pieces, start = [], 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
-            end = cut + 1 if cut > 0 else end
-        pieces.append(text[start:end])
-        start = end
-    return pieces
+    return [piece for _, piece in chunks(text, size, overlap=0, cuts=(" ", "\n"))]
 
 
 def find_iocs(text: str) -> list[dict[str, Any]]:
