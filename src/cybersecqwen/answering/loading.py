@@ -35,10 +35,14 @@ def check_heads(folder: Path, data_dir: Path | None, download: bool) -> None:
     from cybersecqwen.answering.catalog import load_catalogs
     from cybersecqwen.heads import load_heads
 
-    loaded = load_heads(folder)
-    unknown = sorted(set(loaded.models["cwe"].labels) - set(load_catalogs(data_dir, download).cwe)) if loaded.has("cwe") else []
+    unknown = foreign_cwes(load_heads(folder), load_catalogs(data_dir, download))
     if unknown:
         raise CybersecqwenError(f"they answer CWE ids outside this catalog ({', '.join(unknown[:5])})")
+
+
+def foreign_cwes(heads, catalogs) -> list[str]:
+    """The CWE ids these heads answer that the catalog does not hold (heads trained against another CWE version)."""
+    return sorted(set(heads.models["cwe"].labels) - set(catalogs.cwe)) if heads.has("cwe") else []
 
 
 def model_identity(model: str) -> str:
@@ -63,7 +67,7 @@ def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool
     except CybersecqwenError as exc:
         raise CybersecqwenError(f"the structured endpoints need the CWE and ATT&CK catalogs: {exc} (or pass --chat-only)") from None
     if loaded_heads is not None:
-        unknown = sorted(set(loaded_heads.models["cwe"].labels) - set(catalogs.cwe))
+        unknown = foreign_cwes(loaded_heads, catalogs)
         if unknown:
             raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
                                     "retrain them against the same CWE version")
