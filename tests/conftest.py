@@ -22,6 +22,19 @@ def real_mirror() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_heads_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The default heads' cache (answering/default_heads.py) is the test session's own: a test never reuses heads a
+    user built, and never leaves any behind."""
+    saved = os.environ.get("CYBERSECQWEN_HEADS_DIR")
+    os.environ["CYBERSECQWEN_HEADS_DIR"] = str(tmp_path_factory.mktemp("heads-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("CYBERSECQWEN_HEADS_DIR", None)
+    else:
+        os.environ["CYBERSECQWEN_HEADS_DIR"] = saved
+
+
 @pytest.fixture
 def mirror() -> Path:
     path = real_mirror()

@@ -187,15 +187,18 @@ def heads_fuse(
     heads: Path = typer.Option(..., "--heads", help="A heads folder (`heads train`)."),
     corpus: Path = typer.Option(..., "--corpus", help="The corpus the heads were trained on (its validation items)."),
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder: the model to fuse with."),
+    no_model: bool = typer.Option(False, "--no-model", help="Learn the heads-only weights (heads, lexical, ATT&CK knowledge; "
+                                  "HEADS/fusion-heads.json): what `serve --no-model` and a model without its own weights use."),
     backend: str = typer.Option("auto", "--backend"),
     items: int = typer.Option(200, "--items", min=10, help="Validation items per structured task."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
-    """Learn the fusion weights (head, model, lexical) and the needs-review thresholds on validation items."""
+    """Learn the fusion weights (head, model, lexical; ATT&CK also the knowledge index) and the needs-review thresholds
+    on validation items."""
     from cybersecqwen.answering.fuse import fit_fusion
 
-    print(json.dumps(fit_fusion(heads, corpus, model, backend, items, data_dir, download), indent=2))
+    print(json.dumps(fit_fusion(heads, corpus, None if no_model else model, backend, items, data_dir, download), indent=2))
 
 
 @export_app.command("gguf")
@@ -271,7 +274,7 @@ def serve_command(
     log_content: bool = typer.Option(False, "--log-content", help="Also write request bodies to the audit log."),
     chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
-                                         "default: the demo's (runs/demo/heads/model) when present."),
+                                         "default: the demo's (runs/demo/heads/model), else the default heads built once from the data mirror and cached."),
     no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Serve the structured endpoints from --heads alone (no LLM)."),
     allow_host: list[str] = typer.Option([], "--allow-host", help="A Host name clients use (repeatable; the bound address "
@@ -282,7 +285,7 @@ def serve_command(
     download: bool = Download,
 ) -> None:
     """Run the local API: OpenAI-compatible chat, CWE / CVE / ATT&CK / Q&A endpoints, the analyst page at /."""
-    from cybersecqwen.answering.loading import default_heads
+    from cybersecqwen.answering.default_heads import default_heads
     from cybersecqwen.serve.app import ServerSettings
     from cybersecqwen.serve.server import check_proxies, serve
 
@@ -292,7 +295,7 @@ def serve_command(
                               allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))),
                               trusted_proxies=check_proxies(trusted_proxy))
     console.print(f"serving {model} on http://{host}:{port}  (schema: /openapi.json, page: /)")
-    heads, which = default_heads(heads, no_heads, chat_only, data_dir, download)
+    heads, which = default_heads(heads, no_heads, chat_only, data_dir, download, announce=console.print)
     console.print(which)
     serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
 
@@ -305,7 +308,7 @@ def analyze_command(
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
     backend: str = typer.Option("auto", "--backend"),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
-                                         "default: the demo's (runs/demo/heads/model) when present."),
+                                         "default: the demo's (runs/demo/heads/model), else the default heads built once from the data mirror and cached."),
     no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
@@ -313,9 +316,12 @@ def analyze_command(
 ) -> None:
     """Structured threat intelligence from advisories and reports: one JSON object per file, with evidence offsets."""
     from cybersecqwen.answering.advisory import analyze_files
-    from cybersecqwen.answering.loading import default_heads
+    from cybersecqwen.answering.default_heads import default_heads
 
-    heads, which = default_heads(heads, no_heads, False, data_dir, download)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise CybersecqwenError(f"no such file: {', '.join(missing)}")
+    heads, which = default_heads(heads, no_heads, False, data_dir, download, announce=console.print)
     console.print(which)
     for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download):
         print(json.dumps(result, ensure_ascii=False))
@@ -331,17 +337,18 @@ def enrich_command(
     backend: str = typer.Option("auto", "--backend"),
     stix: Optional[Path] = typer.Option(None, "--stix", help="Also write a STIX 2.1 bundle here."),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
-                                         "default: the demo's (runs/demo/heads/model) when present."),
+                                         "default: the demo's (runs/demo/heads/model), else the default heads built once from the data mirror and cached."),
     no_heads: bool = typer.Option(False, "--no-heads", help="No heads: the language model answers alone."),
     no_model: bool = typer.Option(False, "--no-model", help="Use --heads alone (no LLM)."),
     data_dir: Optional[Path] = DataDir,
     download: bool = Download,
 ) -> None:
     """Enrich every record of a JSONL file with CWE or ATT&CK results (for SIEM pipelines)."""
-    from cybersecqwen.answering.enrich import enrich_file
-    from cybersecqwen.answering.loading import default_heads
+    from cybersecqwen.answering.default_heads import default_heads
+    from cybersecqwen.answering.enrich import check_arguments, enrich_file
 
-    heads, which = default_heads(heads, no_heads, False, data_dir, download)
+    check_arguments(source, out, task)  # the user's mistakes, named before any heads are found or built
+    heads, which = default_heads(heads, no_heads, False, data_dir, download, announce=console.print)
     console.print(which)
     counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download, heads, no_model)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"

@@ -180,7 +180,7 @@ def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_tec
     assert ((probabilities > 0.5) == (truth == 1)).all()  # several right candidates are likely at once, not one
     from cybersecqwen.answering.service import Fusion
 
-    with pytest.raises(CybersecqwenError, match="fusion weights for attack need 4 values"):
+    with pytest.raises(CybersecqwenError, match="fusion weights for attack need 5 values"):
         Fusion({"attack": [1.0, 0.0, 0.0]}, {"attack": 0.5}, "a softmax-era weight list")
     result = evaluate_labels(label_items("perfect"), perfect, head_threshold=0.5)
     assert result["micro_f1_fused"] == 1.0 and result["micro_f1_fused"] > result["micro_f1_head"]
@@ -206,9 +206,9 @@ def test_heads_fuse_learns_weights_with_the_embedded_model_and_the_server_uses_t
 
     result = fit_fusion(trained_heads, heads_corpus, "embedded", items=10, data_dir=source_mirror)
     saved = json.loads((trained_heads / "fusion.json").read_text())
-    assert saved == json.loads(json.dumps(result)) and saved["format"] == 2
+    assert saved == json.loads(json.dumps(result)) and saved["format"] == 3
     attack = saved["jobs"]["attack"]
-    assert len(attack["weights"]) == 4 and attack["validation_items"] == 10 and 0 < attack["select_above"] < 1
+    assert len(attack["weights"]) == 5 and attack["validation_items"] == 10 and 0 < attack["select_above"] < 1
     assert {"micro_f1_head", "micro_f1_model", "micro_f1_fused", "ece"} <= set(attack)
     assert len(saved["jobs"]["cwe"]["weights"]) == 3
     service, backend = fused_service(trained_heads, "embedded", source_mirror)

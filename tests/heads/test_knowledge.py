@@ -209,15 +209,15 @@ def test_heads_fuse_weighs_the_answerer_against_the_model_on_validation_question
 
 def test_the_demo_heads_are_the_default_and_no_heads_turns_them_off(trained_heads, source_mirror, tmp_path, monkeypatch):  # noqa: F811
     """Issue 26.6 (in part): `serve`, `analyze` and `enrich` answer with the demo's heads when present, and say so."""
-    from cybersecqwen.answering.loading import DEMO_HEADS, default_heads
+    from cybersecqwen.answering.default_heads import DEMO_HEADS, default_heads
 
     monkeypatch.chdir(tmp_path)
-    heads, said = default_heads(None, False, data_dir=source_mirror)
-    assert heads is None and "none found" in said and "heads train" in said
+    heads, said = default_heads(None, False, data_dir=source_mirror, build=False)
+    assert heads is None and "not built" in said and "heads train" in said
     (tmp_path / DEMO_HEADS).parent.mkdir(parents=True)
     (tmp_path / DEMO_HEADS).mkdir()
     (tmp_path / DEMO_HEADS / "manifest.json").write_text("{}")  # found but broken: not used, and the line says why
-    heads, said = default_heads(None, False, data_dir=source_mirror)
+    heads, said = default_heads(None, False, data_dir=source_mirror, build=False)
     assert heads is None and "not using" in said and "not a heads manifest" in said
     shutil.rmtree(tmp_path / DEMO_HEADS)
     shutil.copytree(trained_heads, tmp_path / DEMO_HEADS)
@@ -226,3 +226,115 @@ def test_the_demo_heads_are_the_default_and_no_heads_turns_them_off(trained_head
     assert default_heads(Path("other"), False)[0] == Path("other")
     with pytest.raises(CybersecqwenError, match="contradict"):
         default_heads(Path("other"), True)
+
+
+def test_technique_support_reads_the_text_and_never_looks_a_named_actor_up(index):
+    """Issue 26.5: the ATT&CK fusion's knowledge feature. A sentence like a procedure example supports its technique;
+    the named actor's own procedure examples are left out (that would be a look-up of what ATT&CK records for it)."""
+    text = "3PARA RAT uses HTTP for command and control."
+    read = index.technique_support(text, [text])
+    looked_up = index.technique_support(text, [text], exclude_named=False)
+    assert index.named_actors(text) == {"S0066"}
+    assert looked_up["T1071"] > 0.7 and read.get("T1071", 0.0) < looked_up["T1071"] / 2  # its own procedure example is the sentence
+    unnamed = "The implant uses HTTP for command and control."
+    assert index.technique_support(unnamed, [unnamed])["T1071"] == max(index.technique_support(unnamed, [unnamed]).values())
+    # What ATT&CK documents for a named actor comes back apart from the extraction, with the name as written.
+    assert index.documented("Seen with Fancy Bear and 3PARA RAT.") == [
+        {"id": "G0007", "name": "APT28", "url": "https://attack.mitre.org/groups/G0007", "named_as": "Fancy Bear", "techniques": ["T1059"]},
+        {"id": "S0066", "name": "3PARA RAT", "url": "https://attack.mitre.org/software/S0066", "named_as": "3PARA RAT",
+         "techniques": ["T1071", "T1083"]}]
+    assert index.documented("fancy bears and a 3para rat") == []  # names are matched as the catalog writes them
+
+
+def test_heads_fuse_without_a_model_learns_the_knowledge_weight_and_serves_it(trained_heads, heads_corpus, source_mirror, caplog):  # noqa: F811
+    """`heads fuse --no-model` writes HEADS/fusion-heads.json (head, lexical, knowledge; the model's weight 0), which a
+    heads-only service and a model without weights of its own both use; components show the knowledge score."""
+    import logging
+
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.fuse import fit_fusion
+    from cybersecqwen.answering.loading import load_service
+    from cybersecqwen.answering.service import CtiService, Fusion
+    from cybersecqwen.heads import load_heads
+
+    result = fit_fusion(trained_heads, heads_corpus, None, items=10, data_dir=source_mirror)
+    saved = json.loads((trained_heads / "fusion-heads.json").read_text())
+    assert saved == json.loads(json.dumps(result)) and saved["model"] == "none" and saved["format"] == 3
+    attack = saved["jobs"]["attack"]
+    assert len(attack["weights"]) == 5 and attack["weights"][1] == 0.0 and "micro_f1_knowledge" in attack
+    assert "micro_f1_model" not in attack and "top1_model" not in saved["jobs"]["cvss"]  # no model: no model row
+    assert not (trained_heads / "fusion.json").exists()
+    service = load_service(None, source_mirror, False, False, trained_heads, "embedded")
+    assert service.fusion.weights["attack"] == attack["weights"] and "heads alone (no model)" in service.fusion.source
+    found = service.extract_attack("The implant uses HTTP for command and control and lists files in a directory.")
+    assert all(t["components"]["knowledge"] is not None for t in found["techniques"]) and found["documented"] == []
+    assert "knowledge " in found["method"]
+    assert found["answerer"]["attack"]["kind"] == "heads" and "knowledge" in found["answerer"]["attack"]["uses"]
+    assert found["answerer"]["attack"]["quality"]["value"] == attack["micro_f1_fused"]
+    # Heads without learned weights: each job says its head's own validation measure.
+    plain = CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
+    quality = plain.classify_cwe("SQL injection in the login form.")["answerer"]["cwe"]["quality"]
+    assert quality["metric"] == "top-1" and quality["value"] == load_heads(trained_heads).validation("cwe")["top1"]
+    # Heads that changed since: the file is passed over, with a warning, for the heads' own defaults.
+    heads = load_heads(trained_heads)
+    heads.manifest_sha256 = "other"
+    with caplog.at_level(logging.WARNING):
+        assert "heads only" in Fusion.load(heads, None, "embedded").source
+    assert "passed over" in caplog.text
+    # Without a knowledge index the feature reads 0 (never an error) and the weights still apply.
+    bare = CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
+    assert bare.extract_attack("The implant uses HTTP for command and control.")["techniques"][0]["components"]["knowledge"] == 0.0
+
+
+def test_the_default_heads_are_built_once_from_the_mirror_and_reused(source_mirror, tmp_path, monkeypatch):  # noqa: F811
+    """Issue 26.6: without demo heads, the first start builds the default heads from the mirror (with the demo's
+    recipe), announces it and caches them; the next start reuses them; changed data builds new ones; missing data
+    says which files instead of building."""
+    import os
+
+    from cybersecqwen.answering.default_heads import cached_heads_path, default_heads
+    from cybersecqwen.heads import load_heads
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CYBERSECQWEN_HEADS_DIR", str(tmp_path / "cache"))
+    add_cve_records(source_mirror / "cve-vulnrichment-2022-2023" / "cve-records-2022-2023.jsonl.gz")
+    said: list[str] = []
+    heads, line = default_heads(None, False, data_dir=source_mirror, announce=said.append)
+    assert len(said) == 1 and "building the default heads once" in said[0] and "--no-heads" in said[0]
+    assert heads == cached_heads_path(source_mirror) / "model" and "built now" in line, line
+    assert load_heads(heads).has("cwe") and (heads / "fusion-heads.json").is_file()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [heads.parent.name]  # no staging folder left behind
+    again, line = default_heads(None, False, data_dir=source_mirror, announce=said.append)
+    assert again == heads and len(said) == 1 and "the default heads, built from this data" in line
+    cwe_file = next((source_mirror / "mitre-cwe").iterdir())
+    os.utime(cwe_file, ns=(1, 1))
+    assert cached_heads_path(source_mirror) != heads.parent  # a changed source file: other heads
+    shutil.rmtree(source_mirror / "mitre-capec")
+    none, line = default_heads(None, False, data_dir=source_mirror, announce=said.append)
+    assert none is None and "cannot be built" in line and "mitre-capec" in line
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [heads.parent.name]  # the failed build left nothing
+
+
+def vector(rng) -> str:
+    values = {"AV": "NL", "AC": "LH", "PR": "NL", "UI": "NR", "S": "UC", "C": "HL", "I": "HL", "A": "HN"}
+    return "CVSS:3.1/" + "/".join(f"{k}:{rng.choice(v)}" for k, v in values.items())
+
+
+def add_cve_records(path: Path, per_cwe: int = 40) -> None:
+    """Enough distinct CVE records over three CWEs for a CWE head (the fixture mirror holds four)."""
+    import gzip
+    import random
+
+    rng = random.Random(0)
+    words = ("gateway portal router camera printer firmware plugin service agent console module viewer editor tracker "
+             "scheduler manager dashboard reporter uploader exporter").split()
+    kinds = {"CWE-89": "SQL injection in the {a} {b} of {p} {v} lets remote attackers read the {c} table via the {d} parameter.",
+             "CWE-79": "Stored cross-site scripting in the {a} {b} page of {p} {v} lets attackers inject script through the {d} field.",
+             "CWE-416": "A use-after-free in the {a} {b} handler of {p} {v} crashes the {c} process when the {d} object is freed."}
+    with gzip.open(path, "at") as handle:
+        for n, (cwe, form) in enumerate((c, f) for c, f in kinds.items() for _ in range(per_cwe)):
+            a, b, c, d, product = rng.sample(words, 5)
+            text = form.format(a=a, b=b, c=c, d=d, p=f"{product.title()}{rng.randrange(1000)}", v=f"{rng.randrange(1, 9)}.{rng.randrange(10)}")
+            handle.write(json.dumps({"cveMetadata": {"cveId": f"CVE-2023-{1000 + n}"}, "containers": {"cna": {
+                "descriptions": [{"lang": "en", "value": text}], "problemTypes": [{"descriptions": [{"cweId": cwe, "type": "CWE"}]}],
+                "metrics": [{"cvssV3_1": {"vectorString": vector(rng)}}]}}}) + "\n")

@@ -49,11 +49,15 @@ def test_structured_endpoints_answer_only_with_catalog_entries(make_server):
         assert confidences == sorted(confidences, reverse=True) and all(0 < c <= 1 for c in confidences)
         assert sum(confidences) <= 1 + 1e-3 and isinstance(result["needs_review"], bool)
         assert result["candidates"][0]["url"].startswith("https://cwe.mitre.org/data/definitions/")
+        # The model alone answered, and the response says so: nothing measured it on validation.
+        assert result["answerer"]["cwe"]["kind"] == "model alone" and result["answerer"]["cwe"]["quality"] is None
+        assert "not measured" in result["answerer"]["cwe"]["note"]
 
         mapped = http.post("/v1/cve/map", json={"cve_id": "CVE-2023-0001", "description": "A use-after-free in the kernel frees memory twice."}).json()
         assert mapped["cwe"][0]["cwe_id"] in CATALOG_CWES
         vector = mapped["cvss"]["vector"]
         assert vector.startswith("CVSS:3.1/AV:") and len(vector.split("/")) == 9 and 0.0 <= mapped["cvss"]["base_score"] <= 10.0
+        assert set(mapped["answerer"]) == {"cwe", "cvss"}
 
         report = ("The malware runs commands through a command and scripting interpreter. It then lists every file and "
                   "directory on the host. Finally it removes indicators from the event logs.")
@@ -65,6 +69,7 @@ def test_structured_endpoints_answer_only_with_catalog_entries(make_server):
         answer = http.post("/v1/cti/ask", json={"question": "Which tactic does T1059 serve?",
                                                  "options": ["Execution", "Persistence", "Discovery", "Impact"]}).json()
         assert answer["answer"] in "ABCD" and abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+        assert answer["answerer"]["mcq"]["kind"] == "model alone" and extracted["answerer"]["attack"]["uses"] == ["model"]
         free = http.post("/v1/cti/ask", json={"question": "What is a CVE?", "max_tokens": 24}).json()
         assert free["answer"] and free["needs_review"] is True
 

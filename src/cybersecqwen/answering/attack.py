@@ -64,7 +64,8 @@ def extract(service, text: str, max_techniques: int = 5, min_confidence: float |
                       "evidence": evidence[:500], "confidence": round(row["confidence"], 4), "components": row["components"],
                       "needs_review": row["confidence"] < service.review_below["attack"], "origin": "inferred"})
     found = written + found
-    return {"techniques": found, "needs_review": any(t["needs_review"] for t in found),
+    documented = service.knowledge.documented(text) if service.knowledge is not None else []
+    return {"techniques": found, "documented": documented, "needs_review": any(t["needs_review"] for t in found),
             "method": "technique ids the text writes, exactly (stated); then " + service.method("attack", "CTI-ATE prompt")
                       + "; evidence = the sentence sharing most terms (inferred)",
             "note": service.reading_note("attack", text)}

@@ -21,7 +21,7 @@ import numpy as np
 
 from cybersecqwen.answering.catalog import load_catalogs
 from cybersecqwen.answering.loading import model_identity
-from cybersecqwen.answering.service import CtiService, Fusion
+from cybersecqwen.answering.service import HEADS_ONLY_FILE, CtiService, Fusion
 from cybersecqwen.heads import load_heads
 from cybersecqwen.heads.fusion import (
     FORMAT,
@@ -69,7 +69,8 @@ def choice_features(service: CtiService, job: str, task: str, text: str, gold: s
             head = dict(service.heads.ranked(f"cvss-{key}", [text])[0])
             matrix = np.zeros((len(options), 3))
             matrix[:, 0] = np.log([max(head.get(code, 1e-6), 1e-6) for code in options])
-            matrix[:, 1] = log_softmax(np.array(service.score(ChoiceRequest(messages, choices, prefix))))
+            if service.backend is not None:
+                matrix[:, 1] = log_softmax(np.array(service.score(ChoiceRequest(messages, choices, prefix))))
             out.append((matrix, options.index(codes[key]) if codes.get(key) in options else -1))
             prefix += metric_choice(key, codes[key]) + "\n" if codes.get(key) in options else choices[0] + "\n"
         return out
@@ -85,16 +86,19 @@ def label_features(service: CtiService, text: str, gold: str) -> tuple[np.ndarra
     return matrix, np.array([float(c in truth) for c in candidates]), len(truth)
 
 
-def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "auto", items: int = 200,
+def fit_fusion(heads_dir: Path, corpus: Path, model: str | None, backend_kind: str = "auto", items: int = 200,
                data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
-    from cybersecqwen.answering.loading import serving_backend
+    """model None: the heads alone (head, lexical, knowledge; the model's weight 0), written to HEADS/fusion-heads.json,
+    which serves `--no-model` and any model that has no weights of its own yet."""
+    from cybersecqwen.answering.loading import knowledge_index, serving_backend
 
     heads = load_heads(heads_dir, corpus / "manifest.json")
     catalogs = load_catalogs(data_dir, download)
-    backend = serving_backend(model, backend_kind)
+    backend = serving_backend(model, backend_kind, no_model=model is None)
     try:
         # The heads answer validation items from their holdout predictions (made before they were refit on them).
-        service = CtiService(backend, catalogs, heads.holdout(), Fusion.default(heads, backend))
+        service = CtiService(backend, catalogs, heads.holdout(), Fusion.default(heads, backend),
+                             knowledge=knowledge_index(data_dir, download))
         jobs: dict[str, Any] = {}
         for job in ("cwe", "attack", "cvss"):
             head_name = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV"}[job]
@@ -115,9 +119,11 @@ def fit_fusion(heads_dir: Path, corpus: Path, model: str, backend_kind: str = "a
             jobs[job] = {"weights": [round(float(w), 4) for w in weights], "validation_items": len(rows), **evaluate(samples, weights)}
         jobs["mcq"] = fit_mcq(service, heads, corpus, items, data_dir, download)
     finally:
-        backend.close()
-    result = {"format": FORMAT, "heads_manifest_sha256": heads.manifest_sha256, "model": model_identity(model), "items": items, "jobs": jobs}
-    write_json(heads_dir / "fusion.json", result)
+        if backend is not None:
+            backend.close()
+    result = {"format": FORMAT, "heads_manifest_sha256": heads.manifest_sha256,
+              "model": model_identity(model) if model is not None else "none", "items": items, "jobs": jobs}
+    write_json(heads_dir / ("fusion.json" if model is not None else HEADS_ONLY_FILE), result)
     return result
 
 
@@ -173,7 +179,9 @@ def evaluate_labels(labelled: list[tuple[np.ndarray, np.ndarray, int]], weights:
     gold = sum(n for _, _, n in labelled)
     out: dict[str, Any] = {"candidate_recall": round(sum(float(y.sum()) for _, y, _ in labelled) / gold, 4) if gold else 0.0}
     out["micro_f1_head"] = round(micro_f1(labelled, [sigmoid(x[:, 0]) for x, _, _ in labelled], head_threshold), 4)
-    for name, column in (("model", 1), ("lexical", 2)):
+    for name, column in (("model", 1), ("lexical", 2), ("knowledge", 3)):
+        if not any(x.shape[1] > column and x[:, column].any() for x, _, _ in labelled):
+            continue  # an answerer that was not there (no model, no knowledge index)
         alone = [np.exp(log_softmax(x[:, column])) for x, _, _ in labelled]
         out[f"micro_f1_{name}"] = round(max(micro_f1(labelled, alone, t) for t in SELECT_GRID), 4)
     fused = [label_probabilities(x, weights) for x, _, _ in labelled]
@@ -194,6 +202,8 @@ def evaluate(samples: list[tuple[np.ndarray, int]], weights: np.ndarray) -> dict
         return {"review_below": 0.5, "note": "the right answer was never among the candidates"}
     out: dict[str, Any] = {"candidate_recall": round(len(usable) / len(samples), 4)}
     for name, w in (("head", [1, 0, 0]), ("model", [0, 1, 0]), ("lexical", [0, 0, 1]), ("fused", weights)):
+        if name in ("model", "lexical") and not any(x[:, w.index(1)].any() for x, _ in usable):
+            continue  # an answerer that was not there (no model; CVSS and MCQ have no lexical score)
         out[f"top1_{name}"] = round(float(np.mean([np.argmax(x @ np.asarray(w, float)) == g for x, g in usable])), 4)
     probabilities = [fused_probabilities(x, weights) for x, _ in samples]
     confidence = np.array([p.max() for p in probabilities])

@@ -7,29 +7,6 @@ from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
 
-DEMO_HEADS = Path("runs/demo/heads/model")  # where `make demo` (the CPU recipe) leaves its heads
-
-
-def default_heads(heads: Path | None, no_heads: bool, chat_only: bool = False, data_dir: Path | None = None,
-                  download: bool = False) -> tuple[Path | None, str]:
-    """The heads to answer with, and one line saying which: the ones named; else, unless --no-heads, the demo's
-    (the structured answers of the embedded model alone are near chance: 0% CTI-RCM top-1 in the demo's scorecard)
-    when they answer from this CWE catalog; else none, and the line says how to get them."""
-    if heads is not None and no_heads:
-        raise CybersecqwenError("--heads and --no-heads contradict each other: pass one")
-    if heads is not None:
-        return heads, f"heads: {heads}"
-    if no_heads or chat_only:
-        return None, "heads: none (--no-heads): the language model answers the structured endpoints alone"
-    if (DEMO_HEADS / "manifest.json").is_file():
-        try:  # found, not named: used only if they load and answer from the catalog this run reads
-            check_heads(DEMO_HEADS, data_dir, download)
-        except CybersecqwenError as exc:
-            return None, f"heads: not using {DEMO_HEADS} ({exc}); the language model answers alone"
-        return DEMO_HEADS, f"heads: {DEMO_HEADS} (the demo's; --heads DIR for others, --no-heads for the model alone)"
-    return None, (f"heads: none found at {DEMO_HEADS}: the language model answers alone, which is near chance on CWE and "
-                  "ATT&CK; run `make demo` or `cybersecqwen heads train`, then pass --heads DIR")
-
 
 def check_heads(folder: Path, data_dir: Path | None, download: bool) -> None:
     from cybersecqwen.answering.catalog import load_catalogs

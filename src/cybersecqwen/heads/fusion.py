@@ -19,8 +19,11 @@ import numpy as np
 from scipy.optimize import minimize
 
 FEATURES = ("head", "model", "lexical")
+# ATT&CK adds the knowledge index's support: how closely the text's sentences match the technique's own descriptions
+# and procedure examples in the catalog (heads/knowledge.py technique_support).
+ATTACK_FEATURES = FEATURES + ("knowledge",)
 FLOOR = np.log(1e-6)  # the log-probability of a candidate an answerer did not rank at all
-FORMAT = 2  # of fusion.json: 2 = multi-label jobs fused per label (logistic with a bias); 1 = one softmax for every job
+FORMAT = 3  # of fusion.json: 3 = ATT&CK has the knowledge feature; 2 = multi-label jobs fused per label; 1 = one softmax
 
 
 def logit(probability: np.ndarray | float) -> np.ndarray:

@@ -37,6 +37,7 @@ class Passage:
     field: str  # description, tactics, mitigation, detection, procedure, prerequisites, ...
     text: str
     url: str
+    about: str = ""  # a procedure example's software or group id (S0066, G0024): whose use of the technique it records
 
     def cite(self) -> dict[str, str]:
         return {"source": self.source, "id": self.entry_id, "field": self.field, "url": self.url, "text": self.text}
@@ -76,7 +77,7 @@ def _attack(attack) -> Iterable[Passage]:
         actor = attack.actors.get(p.actor_id)
         if actor is not None and p.technique_id in names:
             yield Passage(src, p.technique_id, "procedure", f"{actor.name} ({p.actor_id}) used {names[p.technique_id]} "
-                          f"({p.technique_id}): {p.text}", actor.url)
+                          f"({p.technique_id}): {p.text}", actor.url, p.actor_id)
     for a in attack.actors.values():
         aliases = f", also known as {', '.join(a.aliases)}" if a.aliases else ""
         yield Passage(src, a.attack_id, "description", f"{a.name} ({a.attack_id}, {a.kind}{aliases}): {a.description}", a.url)
@@ -211,6 +212,80 @@ class KnowledgeIndex:
             return []
         top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
         return [(int(i), float(scores[i])) for i in sorted(top, key=lambda i: -scores[i]) if scores[i] > 0]
+
+    # --- ATT&CK techniques a text describes, read from the catalog's own passages -------------------------------
+    def _technique_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+        """The passages that say what a technique looks like (descriptions, procedure examples): their rows, parent
+        technique ids and the actor each procedure is about; the ATT&CK software and group names, for exclusion."""
+        if not hasattr(self, "_rows"):
+            rows = [i for i, p in enumerate(self.passages) if p.source == "mitre-attack-enterprise" and p.entry_id[:1] == "T"
+                    and p.field in ("description", "procedure")]
+            names: dict[str, str] = {}
+            for p in self.passages:
+                if p.source == "mitre-attack-enterprise" and p.entry_id[:1] in "GS" and p.field == "description":
+                    name, _, rest = p.text.partition(" (")
+                    names[name] = p.entry_id
+                    aliases = rest.partition("also known as ")[2].partition("):")[0]
+                    names.update({a.strip(): p.entry_id for a in aliases.split(",") if a.strip()})
+            self._rows = (np.array(rows), np.array([self.passages[i].entry_id.split(".")[0] for i in rows]),
+                          np.array([self.passages[i].about for i in rows]), names)
+        return self._rows
+
+    def documented(self, text: str) -> list[dict[str, Any]]:
+        """The ATT&CK software and groups the text names, each with the techniques its procedure examples record (parent
+        ids, sorted), in order of first mention."""
+        *_, names = self._technique_rows()
+        self.named_actors("")  # builds the pattern
+        seen: dict[str, dict[str, Any]] = {}
+        for m in self._names_pattern.finditer(text):
+            actor = names[m.group(1)]
+            if actor in seen:
+                continue
+            description = next(self.passages[i] for i in self.lookup(actor) if self.passages[i].field == "description")
+            techniques = sorted({self.passages[i].entry_id.split(".")[0] for i in self._by_about().get(actor, [])})
+            seen[actor] = {"id": actor, "name": description.text.partition(" (")[0], "url": description.url,
+                           "named_as": m.group(1), "techniques": techniques}
+        return list(seen.values())
+
+    def _by_about(self) -> dict[str, list[int]]:
+        if not hasattr(self, "_about"):
+            self._about: dict[str, list[int]] = {}
+            for i, p in enumerate(self.passages):
+                if p.about:
+                    self._about.setdefault(p.about, []).append(i)
+        return self._about
+
+    def named_actors(self, text: str) -> set[str]:
+        """ATT&CK software and groups the text names (a name or alias written as a word, case as the catalog writes
+        it; names under 3 characters are left out: "at", "sc" are words before they are tools)."""
+        *_, names = self._technique_rows()
+        if not hasattr(self, "_names_pattern"):
+            kept = sorted((n for n in names if len(n) >= 3), key=len, reverse=True)  # longest first: "Cobalt Strike" before "Cobalt"
+            self._names_pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, kept)) + r")(?!\w)")
+        return {names[m.group(1)] for m in self._names_pattern.finditer(text)}
+
+    def technique_support(self, text: str, sentences: list[str], exclude_named: bool = True) -> dict[str, float]:
+        """Per ATT&CK technique (parent id): the highest cosine similarity between any sentence of the text and any of
+        the technique's descriptions or procedure examples, a feature of the ATT&CK fusion.
+
+        Procedure examples of the software and groups the text names are left out: they record what ATT&CK already
+        knows about that actor, so they would answer by look-up rather than by reading (CTI-ATE's texts were written
+        from exactly those pages). TF-IDF only (the bm25 path is for the MCQ comparison)."""
+        if self.retriever != "tfidf":
+            raise CybersecqwenError("technique support reads the TF-IDF index (retriever 'tfidf')")
+        rows, techniques, about, _ = self._technique_rows()
+        if not hasattr(self, "_technique_matrix"):
+            self._technique_matrix = self.matrix[rows].T.tocsr()
+        queries = self.vectorizer.transform(sentences or [text])
+        best = (queries @ self._technique_matrix).max(axis=0).toarray().ravel()
+        named = self.named_actors(text) if exclude_named else set()
+        if named:
+            best[np.isin(about, list(named))] = 0.0
+        support: dict[str, float] = {}
+        for technique, score in zip(techniques, best):
+            if score > support.get(technique, 0.0):
+                support[technique] = float(score)
+        return support
 
     def named_ids(self, text: str) -> list[str]:
         return [m.upper() for m in dict.fromkeys(ID_PATTERN.findall(text)) if m.upper() in self.by_id]

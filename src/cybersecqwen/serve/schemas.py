@@ -56,6 +56,24 @@ class Components(BaseModel):
     head: float | None = None
     model: float | None = None
     lexical: float | None = None
+    knowledge: float | None = Field(None, description="ATT&CK: the closest match between the text's sentences and the "
+                                    "technique's own descriptions and procedure examples in the catalog (cosine)")
+
+
+class Quality(BaseModel):
+    metric: str
+    value: float
+    items: int | None = None
+    on: str = Field(description="what was measured: which answerer, on which items")
+
+
+class Answerer(BaseModel):
+    """Who answered a job, and what that answerer measured on validation items (null: not measured)."""
+
+    kind: str = Field(description="heads and model, fused | heads | model alone | lexical")
+    uses: list[str] = Field(description="the features with weight: head, model, lexical, knowledge")
+    quality: Quality | None = None
+    note: str | None = None
 
 
 class CweCandidate(BaseModel):
@@ -72,6 +90,7 @@ class ClassifyResponse(BaseModel):
     needs_review: bool
     method: str
     note: str | None = Field(None, description="Set when the language model read only the start of a long text")
+    answerer: dict[str, Answerer] | None = Field(None, description="per job: who answered and its measured quality")
 
 
 class CveMapRequest(BaseModel):
@@ -96,6 +115,7 @@ class CveMapResponse(BaseModel):
     needs_review: bool
     method: str
     note: str | None = Field(None, description="Set when the language model read only the start of a long text")
+    answerer: dict[str, Answerer] | None = Field(None, description="per job: who answered and its measured quality")
 
 
 class AttackRequest(BaseModel):
@@ -118,11 +138,25 @@ class Technique(BaseModel):
     note: str | None = Field(None, description="stated: a revoked id mapped to its successor, or a deprecated one")
 
 
+class Documented(BaseModel):
+    """An ATT&CK software or group the text names, and the techniques ATT&CK documents for it: catalog knowledge about
+    the actor, not a reading of this text (so never mixed into `techniques`)."""
+
+    id: str
+    name: str
+    url: str
+    named_as: str = Field(description="the name or alias as the text writes it")
+    techniques: list[str]
+
+
 class AttackResponse(BaseModel):
     techniques: list[Technique]
+    documented: list[Documented] = Field(default_factory=list, description="ATT&CK software and groups the text names, "
+                                         "with the techniques ATT&CK documents for each (look-up, not extraction)")
     needs_review: bool
     method: str
     note: str | None = Field(None, description="Set when the language model read only the start of a long text")
+    answerer: dict[str, Answerer] | None = Field(None, description="per job: who answered and its measured quality")
 
 
 class AskRequest(BaseModel):
@@ -150,6 +184,7 @@ class AskResponse(BaseModel):
     found: bool | None = Field(None, description="open-book answers: false when the catalogs hold nothing relevant")
     citations: list[Citation] | None = Field(None, description="open-book answers: the passages that decided it")
     method: str | None = None
+    answerer: dict[str, Answerer] | None = Field(None, description="per job: who answered and its measured quality")
 
 
 class AdvisoryRequest(BaseModel):
