@@ -215,6 +215,9 @@ class Pipeline:
         # The served model is the quantized file: the fusion weights are learned for it (heads/model/fusion.json).
         result = fit_fusion(self.output("heads") / "model", self.output("heads") / "corpus", str(self.quant_file()), "auto",
                             self.recipe.heads.fuse_items, self.data_dir, self.download)
+        # And the heads-only weights (fusion-heads.json): `serve --no-model`, and any other model until it has its own.
+        result["heads_only"] = fit_fusion(self.output("heads") / "model", self.output("heads") / "corpus", None, "auto",
+                                          self.recipe.heads.fuse_items, self.data_dir, self.download)
         write_json(self.output("fuse"), result)
 
     def stage_eval_heads(self) -> None:
