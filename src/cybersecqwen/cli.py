@@ -305,6 +305,7 @@ def analyze_command(
     files: list[Path] = typer.Argument(..., help="Advisories or reports: .txt, .md or .html files."),
     fmt: Optional[str] = typer.Option(None, "--format", help="text | markdown | html (default: from each file's extension)."),
     stix: Optional[Path] = typer.Option(None, "--stix", help="Write a STIX 2.1 bundle here (a folder when several files)."),
+    misp: Optional[Path] = typer.Option(None, "--misp", help="Write a MISP event (core format) here (a folder when several files)."),
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
     backend: str = typer.Option("auto", "--backend"),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "
@@ -323,7 +324,7 @@ def analyze_command(
         raise CybersecqwenError(f"no such file: {', '.join(missing)}")
     heads, which = default_heads(heads, no_heads, False, data_dir, download, announce=console.print)
     console.print(which)
-    for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download):
+    for result in analyze_files(files, fmt, stix, model, backend, heads, no_model, data_dir, download, misp):
         print(json.dumps(result, ensure_ascii=False))
 
 

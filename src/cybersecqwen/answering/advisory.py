@@ -26,8 +26,10 @@ import re
 import unicodedata
 from typing import Any
 
+from cybersecqwen.answering import attack, stated
 from cybersecqwen.answering.affected import ProductIndex
 from cybersecqwen.answering.deadline import check_deadline
+from cybersecqwen.answering.references import split as split_references
 from cybersecqwen.answering.service import SENTENCE, CtiService
 from cybersecqwen.errors import CybersecqwenError, LimitExceeded
 
@@ -41,7 +43,8 @@ CVE = re.compile(r"\bCVE-[0-9]{4}-[0-9]{4,}\b", re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 EXTRA_IOCS = {  # what ioc-finder does not look for
     "registry_key": re.compile(r"\b(?:HKEY_[A-Z_]+|HK(?:LM|CU|CR|CC|U))\\[^\s,;\"'<>|]+"),
-    "file_path": re.compile(r"(?<![\w/\\])(?:[A-Za-z]:\\[^\s,;\"'<>|]+|/(?:etc|tmp|var|usr|bin|sbin|opt|home|root|dev|lib|proc|Library|Users)/[^\s,;\"'<>|]+)"),
+    "file_path": re.compile(r"(?<![\w/\\])(?:[A-Za-z]:\\[^\s,;\"'<>|]+|(?:\$HOME|~|%\w+%)?/(?:etc|tmp|var|usr|bin|sbin|opt|home|root|dev|lib|proc|"
+                            r"Library|Users|\.\w+)/[^\s,;\"'<>|`]+)"),
 }
 IOC_KEYS = {"urls": "url", "domains": "domain", "ipv4s": "ipv4", "ipv6s": "ipv6", "email_addresses": "email",
             "md5s": "md5", "sha1s": "sha1", "sha256s": "sha256"}
@@ -53,6 +56,10 @@ DEFANGED = {".": r"(?:\.|\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)| dot )", "@": r"(?
 CUE_WORDS = re.compile(r"(?i)\b(vulnerab|exploit|allows?|attacker|remote|affected|impact|compromis|malware|campaign|ransom|"
                        r"payload|backdoor|implant|beacon|phish|credential|exfiltrat|persisten|lateral|inject|overflow|bypass|"
                        r"execut|privilege|c2|command and control|threat actor|intrusion|loader|dropper|trojan)")
+# A chunk describing a vulnerability: only such a chunk gets an inferred weakness or CVSS vector (an indicator list or
+# a campaign report states no weakness, and the heads' best guess there is noise).
+VULNERABILITY = re.compile(r"(?i)\b(CVE-\d|vulnerab|weakness|overflow|injection|traversal|bypass|cross-site|xss|csrf|deserializ|"
+                           r"use-after-free|out-of-bounds|privilege escalation|denial of service|remote code execution)")
 TECHNIQUE_MIN = 0.15  # an ATT&CK technique below this fused confidence is left out
 VERSION_BEFORE = re.compile(r"(?i)(?:version|ver\.?|v|build|release)\s*$")
 WEAKNESS_MIN = 0.2  # a CWE candidate below this fused confidence is left out (the best one of each chunk is kept)
@@ -178,14 +185,20 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
             raise LimitExceeded(f"the document names more than {MAX_INDICATORS:,} indicators; the limit is {MAX_INDICATORS:,} "
                                 "per request: split the list")
     urls = [u.lower() for u in found["urls"]]
+    hosts = {u.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0] for u in urls}
     for key, kind in IOC_KEYS.items():
-        for value in dict.fromkeys(v.rstrip(".,;:!?)]}'\"") if kind in ("url", "domain") else v for v in found[key]):
+        values = found[key]
+        if kind == "url":  # as the text writes them: ioc-finder rewrites some paths (".../Web/HTTP/Headers" -> ".../Web/httP:/Headers")
+            values = [url_as_written(v, text) for v in values]
+        for value in dict.fromkeys(trim(v) if kind in ("url", "domain") else v for v in values):
             check_deadline()
             if kind in ("md5", "sha1", "sha256") and any(value.lower() in u for u in urls):
                 continue  # part of a URL already reported
+            if kind == "domain" and value.lower() in hosts:
+                continue  # the host of a URL already reported: the URL entry holds it
             span = locate(value, text)
             flags = ioc_flags(kind, value, text, span)
-            results.append({"type": kind, "value": value, "defanged": span is not None and text[span[0]:span[1]] != value,
+            results.append({"type": kind, "value": value, "defanged": span is not None and text[span[0]:span[1]].lower() != value.lower(),
                             "evidence": span, "flags": flags, "confidence": 0.5 if "version-like" in flags else 0.95})
     for kind, pattern in EXTRA_IOCS.items():
         seen = set()
@@ -201,6 +214,37 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
     return results
 
 
+URL_CHARS = re.compile(r"[^\s<>\"'`\[\]{}|\\^]*")
+
+
+def url_as_written(value: str, text: str) -> str:
+    """The URL as the text writes it (refanged): found by its scheme and host, read to the end of the URL in the text.
+    Where the text does not hold it (an odd defanging), ioc-finder's reading stands."""
+    scheme, _, rest = value.partition("://")
+    host = rest.split("/", 1)[0]
+    best, best_shared, start = value, -1, 0
+    while (span := locate(f"{scheme}://{host}", text, start)) is not None:  # the occurrence that reads most like ioc-finder's value
+        start = span[1]
+        tail = URL_CHARS.match(text, span[1]).group(0)
+        if tail[:1] not in ("/", "?", "#", ":", ""):
+            continue
+        candidate = f"{scheme}://{host}{tail}"
+        shared = next((i for i, (a, b) in enumerate(zip(candidate.lower(), value.lower())) if a != b), min(len(candidate), len(value)))
+        if shared > best_shared:
+            best, best_shared = candidate, shared
+    return best
+
+
+def trim(value: str) -> str:
+    """Sentence punctuation after a link is not part of it; a closing bracket is, when the link opened it
+    (https://en.wikipedia.org/wiki/Slowloris_(computer_security))."""
+    while value and value[-1] in ".,;:!?'\"":
+        value = value[:-1]
+    while value and value[-1] in ")]}" and value.count(value[-1]) > value.count({")": "(", "]": "[", "}": "{"}[value[-1]]):
+        value = value[:-1]
+    return value
+
+
 def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
     """Threat actors named in the text (ATT&CK groups first, then MISP), longest name first at each position."""
     index = service.catalogs.actor_names
@@ -210,12 +254,40 @@ def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for match in gazetteer.pattern.finditer(text):
         actor = by_name[match.group(0).strip().lower()]
+        if not plainly_named(actor, match, text, service.catalogs.common_words):
+            continue
         key = actor.external_id or actor.name
         if key not in found:
             found[key] = {"name": actor.name, "aliases": list(actor.aliases[:8]), "source": actor.source,
                           "external_id": actor.external_id, "mentioned_as": match.group(0), "evidence": [match.start(), match.end()],
                           "confidence": 0.9 if match.group(0).lower() == actor.name.lower() else 0.75}
     return list(found.values())
+
+
+ACTOR_CONTEXT = re.compile(r"(?i)\b(group|actors?|apt\d*|threat|campaigns?|operators?|aka|also known as|attributed|"
+                           r"intrusion set|gang|crew|espionage)\b|\bG\d{4}\b")
+
+
+def plainly_named(actor, match: re.Match, text: str, common: frozenset[str]) -> bool:
+    """Whether a gazetteer hit names the actor. A one-word alias that is also an ordinary word ("lead", "tick"), a
+    short acronym, or the first word of a longer proper name ("Cobalt" in "Cobalt Strike") counts only written as
+    the catalog writes it and with actor context in its sentence ("group", "APT", "threat actor", a G0000 id...)."""
+    written = match.group(0).strip()
+    form = next((n for n in (actor.name, *actor.aliases) if n.strip().lower() == written.lower()), written)
+    following = text[match.end():match.end() + 30]
+    if " " not in form and written != form and written.islower():
+        return False  # "tick", "lead": a proper name the catalog capitalises, written as an ordinary word
+    before = text[max(0, match.start() - 3):match.start()].rstrip(" \t")
+    sentence_start = not before or before[-1] in ".!?:\n|-*"  # capitalised there by the sentence, not by the name
+    word_shaped = bool(re.fullmatch(r"[A-Z][a-z]+", form))  # "Tick", "Cobalt"; not "APT28", "TA505", "CeranaKeeper"
+    ambiguous = (" " not in form and (form.lower() in common or (form.isalpha() and form.isupper() and len(form) <= 5)
+                                      or (word_shaped and (sentence_start or bool(re.match(r"\s+[A-Z][a-z]", following))))))
+    if not ambiguous:
+        return True
+    left = max(text.rfind(". ", 0, match.start()), text.rfind("\n", 0, match.start()))
+    right = min(x for x in (text.find(". ", match.end()), text.find("\n", match.end()), len(text)) if x >= 0)
+    sentence = text[left + 1:match.start()] + " " + text[match.end():right]
+    return written == form and bool(ACTOR_CONTEXT.search(sentence)) and not re.match(r"\s+[A-Z][a-z]", following)
 
 
 SUMMARY_SCHEMA = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 240}}, "required": ["summary"]}
@@ -262,6 +334,10 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
         raise CybersecqwenError("the document is empty (no text after normalising)")
     pieces = chunks(text, chunk_size(service))
     cves = find_cves(text)
+    # What the document states, exactly (answering/stated.py); inference fills only what it does not state.
+    stated_cwes = stated.cwe_ids(text, service.catalogs.cwe_known, service.catalogs.cwe)
+    stated_vectors = stated.vectors(text)
+    stated_techniques = attack.stated(service.catalogs, text)
     weaknesses: dict[str, dict[str, Any]] = {}
     techniques: dict[str, dict[str, Any]] = {}
     cvss = None
@@ -269,7 +345,7 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
         check_deadline()  # heads-only jobs make no model call, where the deadline is otherwise checked
         if not (CVE.search(piece) or CUE_WORDS.search(piece)):
             continue
-        ranked = service.rank_cwe(piece, 3, "cti-rcm")
+        ranked = [] if stated_cwes or not VULNERABILITY.search(piece) else service.rank_cwe(piece, 3, "cti-rcm")
         for rank, candidate in enumerate(ranked):
             if rank and candidate["confidence"] < WEAKNESS_MIN:
                 continue
@@ -279,9 +355,12 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
                 weaknesses[candidate["cwe_id"]] = {
                     "cwe_id": candidate["cwe_id"], "name": candidate["name"], "url": candidate["url"],
                     "confidence": candidate["confidence"], "evidence": evidence, "components": candidate.get("components"),
+                    "origin": "inferred", "flags": [],
                     "capec": [{"capec_id": c, "name": n} for c, n in service.catalogs.capec_by_cwe.get(candidate["cwe_id"], [])[:10]]}
-        if cvss is None and (cves or CUE_WORDS.search(piece)):  # a vulnerability is described: its vector, once
-            cvss = {**service.cvss_vector(piece), "evidence": [offset, offset + len(piece)]}
+        if cvss is None and not stated_vectors and VULNERABILITY.search(piece):  # a vulnerability is described: its vector, once
+            cvss = {**service.cvss_vector(piece), "evidence": [offset, offset + len(piece)], "origin": "inferred", "flags": []}
+        if stated_techniques:
+            continue  # the document lists its techniques: they are taken as written, below
         for technique in service.extract_attack(piece)["techniques"]:
             if technique["confidence"] < TECHNIQUE_MIN:
                 continue
@@ -290,6 +369,12 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
             previous = techniques.get(technique["technique_id"])
             if previous is None or technique["confidence"] > previous["confidence"]:
                 techniques[technique["technique_id"]] = {**{k: v for k, v in technique.items() if k != "evidence"}, "evidence": span}
+    for technique in stated_techniques:
+        techniques.setdefault(technique["technique_id"], {**{k: v for k, v in technique.items() if k not in ("evidence", "span")},
+                                                         "evidence": technique["span"]})
+    for entry in stated_cwes:
+        entry["capec"] = [{"capec_id": c, "name": n} for c, n in service.catalogs.capec_by_cwe.get(entry["cwe_id"], [])[:10]]
+        weaknesses[entry["cwe_id"]] = {k: v for k, v in entry.items() if k != "usable"}
     review_below = service.review_below
     found = {}
     for key, finder in (("affected", (service.catalogs.products or ProductIndex([])).find), ("actors", lambda t: find_actors(service, t)),
@@ -297,20 +382,34 @@ def analyze(service: CtiService, content: str | bytes, fmt: str = "text") -> dic
         check_deadline()  # between the whole-text finders: each is linear and bounded, none outlives the request
         found[key] = finder(text)
     check_deadline()
+    indicators, references = split_references(found["iocs"], text)
+    lines = stated.affected_lines(text)
+    if lines:  # the advisory names its vendor and products in its own fields: those, not the gazetteer's guesses
+        found["affected"] = lines
+    else:
+        found["affected"] = [{**a, "origin": "inferred"} for a in found["affected"]]
+    if stated_vectors:
+        cvss = {**stated_vectors[0], "confidence": 1.0}
     result = {
         "chars": len(text), "chunks": len(pieces),
         "cves": cves,
         "affected": found["affected"],
-        "weaknesses": sorted(weaknesses.values(), key=lambda w: -w["confidence"]),
+        "weaknesses": sorted(weaknesses.values(), key=lambda w: (w["origin"] != "stated", -w["confidence"])),
         "cvss": cvss,
+        "cvss_vectors": stated_vectors or ([cvss] if cvss else []),
+        "vulnerabilities": stated.per_cve(text, stated_cwes, stated_vectors),
         "techniques": sorted(techniques.values(), key=lambda t: -t["confidence"]),
         "actors": found["actors"],
-        "iocs": found["iocs"],
+        "iocs": indicators,
+        "references": references,
         "summary": summarise_with_model(service, text) or summarise(text),
         "needs_review": True,  # a whole advisory is never auto-actionable
         "review_hints": {"weaknesses_below": review_below["cwe"], "techniques_below": review_below["attack"]},
-        "method": f"{len(pieces)} chunk(s) through {service.method('cwe', 'CTI-RCM prompt')}; ATT&CK and CVSS as in "
-                  "/v1/attack/extract and /v1/cve/map; CVEs, actors and indicators found in the whole text",
+        "method": "stated first: CWE ids, CVSS vectors, technique ids, vendor/product fields as the document writes them "
+                  "(origin 'stated', with spans); inferred only where the document states none: "
+                  f"{len(pieces)} chunk(s) through {service.method('cwe', 'CTI-RCM prompt')}; ATT&CK and CVSS as in "
+                  "/v1/attack/extract and /v1/cve/map; CVEs, actors and indicators found in the whole text; indicators are "
+                  "what the document marks (defanged, under an indicator heading, or called malicious), other links are references",
         "notes": list(service.catalogs.notes),
         "text": text,
     }
@@ -378,7 +477,8 @@ MAX_FILE_BYTES = 5_000_000
 SUFFIX_FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 
 
-def analyze_files(files, fmt: str | None, stix, model: str, backend_kind: str, heads, no_model: bool, data_dir, download: bool):
+def analyze_files(files, fmt: str | None, stix, model: str, backend_kind: str, heads, no_model: bool, data_dir, download: bool,
+                  misp=None):
     """The `analyze` verb: every file checked before the model loads, then one result per file (with its STIX bundle
     written atomically when asked)."""
     from pathlib import Path
@@ -396,8 +496,9 @@ def analyze_files(files, fmt: str | None, stix, model: str, backend_kind: str, h
         raise CybersecqwenError(f"unknown --format '{fmt}' (choose one of: {', '.join(FORMATS)})")
     if no_model and heads is None:
         raise CybersecqwenError("--no-model analyzes with the heads alone: pass --heads DIR")
-    if stix is not None and len(files) > 1 and stix.exists() and not stix.is_dir():
-        raise CybersecqwenError(f"--stix {stix}: with several files, --stix names a folder")
+    for option, target in (("--stix", stix), ("--misp", misp)):
+        if target is not None and len(files) > 1 and target.exists() and not target.is_dir():
+            raise CybersecqwenError(f"{option} {target}: with several files, {option} names a folder")
     backend = serving_backend(model, backend_kind, no_model)
     try:
         service = load_service(backend, data_dir, download, False, heads, model)
@@ -407,6 +508,12 @@ def analyze_files(files, fmt: str | None, stix, model: str, backend_kind: str, h
                 target = Path(stix) / f"{path.stem}.stix.json" if len(files) > 1 else Path(stix)
                 write_text(target, to_stix(result, path.name))
                 result["stix_file"] = str(target)
+            if misp is not None:
+                from cybersecqwen.answering.misp import to_misp
+
+                target = Path(misp) / f"{path.stem}.misp.json" if len(files) > 1 else Path(misp)
+                write_text(target, json.dumps(to_misp(result, path.name), indent=2))
+                result["misp_file"] = str(target)
             yield {"file": str(path), **result}
     finally:
         if backend is not None:

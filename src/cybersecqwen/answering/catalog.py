@@ -8,6 +8,7 @@ A TF-IDF index over names and descriptions proposes candidates beside the heads'
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,21 @@ class Catalogs:
     notes: list[str] = field(default_factory=list)  # optional sources that could not be loaded
     written: dict[str, Entry] = field(default_factory=dict)  # every active technique id, sub-techniques included
     retired: dict[str, str] = field(default_factory=dict)  # revoked -> successor id; deprecated -> ""
+    # Every CWE id the catalog knows, usable or not: id -> (name, why it is not offered as an answer, or "")
+    cwe_known: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cwe_index = Index(self.cwe)
         self.attack_index = Index(self.attack)
+
+    @functools.cached_property
+    def common_words(self) -> frozenset[str]:
+        """Lower-case words of the CWE and ATT&CK descriptions: ordinary English as security writing uses it, so an
+        actor alias that is also such a word ("lead", "tick") needs context before it names an actor."""
+        words: set[str] = set()
+        for entry in (*self.cwe.values(), *self.attack.values()):
+            words.update(re.findall(r"\b[a-z]{3,}\b", entry.description or ""))
+        return frozenset(words)
 
     @functools.cached_property
     def actor_names(self):
@@ -132,10 +144,13 @@ class Catalogs:
 def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catalogs:
     weaknesses, _ = catalogs.load("mitre-cwe", data_dir, download)
     attack, _ = catalogs.load("mitre-attack-enterprise", data_dir, download)
-    cwe = {}
+    cwe, known = {}, {}
     for weakness in weaknesses.values():
         if weakness.status in ("Deprecated", "Obsolete") or weakness.mapping_usage == "Prohibited":
+            known[weakness.cwe_id] = (weakness.name, f"{weakness.status.lower()} in CWE" if weakness.status in ("Deprecated", "Obsolete")
+                                      else "CWE prohibits mapping vulnerabilities to it")
             continue
+        known[weakness.cwe_id] = (weakness.name, "")
         number = weakness.cwe_id.split("-")[1]
         cwe[weakness.cwe_id] = Entry(weakness.cwe_id, weakness.name, weakness.description,
                                      f"https://cwe.mitre.org/data/definitions/{number}.html")
@@ -172,4 +187,4 @@ def load_catalogs(data_dir: Path | None = None, download: bool = False) -> Catal
         products = ProductIndex.from_records(records)
     except CybersecqwenError as exc:
         notes.append(f"no known products (affected products are found by pattern only): {exc}")
-    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, products, notes, written, dict(attack.retired))
+    return Catalogs(cwe, techniques, dict(attack.tactics), actors, capec_by_cwe, products, notes, written, dict(attack.retired), known)

@@ -48,6 +48,9 @@ def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool
         if unknown:
             raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
                                     "retrain them against the same CWE version")
+    from cybersecqwen.answering.references import warninglists
+
+    warninglists()  # loaded at start (0.6 s), not in a client's first request
     return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model), knowledge=knowledge_index(data_dir, download))
 
 

@@ -260,6 +260,10 @@ def cti_router(service: CtiService | None, gate: ModelGate, settings) -> APIRout
             result = analyze(svc, body.text, body.format)
             if body.stix:
                 result["stix"] = json.loads(to_stix(result))
+            if body.misp:
+                from cybersecqwen.answering.misp import to_misp
+
+                result["misp"] = to_misp(result)
             return result
         return await gate.run(job)
 

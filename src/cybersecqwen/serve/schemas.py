@@ -192,3 +192,4 @@ class AdvisoryRequest(BaseModel):
     text: str = Field(min_length=1, max_length=200_000, description="An advisory, bulletin or threat report")
     format: Literal["text", "markdown", "html"] = Field("text", description="html is reduced to its visible text; scripts never run")
     stix: bool = Field(False, description="Also return a STIX 2.1 bundle")
+    misp: bool = Field(False, description="Also return a MISP event (core format, checked by PyMISP)")
