@@ -44,6 +44,10 @@ def test_stated_cwe_ids_vectors_and_fields_come_back_exactly_with_spans_and_flag
     assert cwes[0]["flags"] == [] and cwes[0]["origin"] == "stated" and cwes[0]["name"].startswith("Improper Neutralization")
     assert cwes[1]["flags"] == ["deprecated in CWE"]  # returned, never dropped, and says why it is not an answer
     assert "not a weakness in this CWE catalog" in cwes[3]["flags"][0] and cwes[4]["name"] is None
+    from cybersecqwen.answering.attack import stated as stated_techniques
+
+    catalogs = SimpleNamespace(written={}, retired={"T1086": ""}, tactics={})
+    assert stated_techniques(catalogs, "They used T1086.")[0]["flags"] == ["T1086 is deprecated in ATT&CK"]
     vectors = stated.vectors(text)
     assert [v["vector"] for v in vectors] == ["CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
                                              "CVSS:3.1/AV:X/AC:L/PR:N/UI:N/S:U/C:H/I:H"]
@@ -169,3 +173,27 @@ def test_misp_export_is_a_valid_event_with_ids_only_on_indicators(service, tmp_p
     served = MISPEvent()
     served.from_dict(**body["misp"])
     assert {a.value for a in served.attributes if a.to_ids} == {"evil-updates.biz", "44d88612fea8a8f36de82e1278abb02f"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pymisp") is None, reason="pymisp is not installed")
+def test_analyze_writes_a_misp_event_per_file(trained_heads, source_mirror, tmp_path):  # noqa: F811
+    from pymisp import MISPEvent
+
+    from cybersecqwen.answering.advisory import analyze_files
+    from cybersecqwen.errors import CybersecqwenError
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text(f"CVE-2024-000{len(name)} (CWE-89).\nIOCs: evil-{name}[.]biz\n")
+    out = tmp_path / "misp"
+    out.mkdir()
+    results = list(analyze_files([tmp_path / "a.txt", tmp_path / "b.txt"], None, None, "embedded", "auto", trained_heads, True,
+                                 source_mirror, False, misp=out))
+    for name, result in zip("ab", results):
+        event = MISPEvent()
+        event.load_file(str(out / f"{name}.misp.json"))
+        assert result["misp_file"] == str(out / f"{name}.misp.json")
+        assert [a.value for a in event.attributes if a.to_ids] == [f"evil-{name}.biz"]
+    (tmp_path / "single.json").write_text("{}")
+    with pytest.raises(CybersecqwenError, match="--misp .* names a folder"):
+        list(analyze_files([tmp_path / "a.txt", tmp_path / "b.txt"], None, None, "embedded", "auto", trained_heads, True,
+                           source_mirror, False, misp=tmp_path / "single.json"))

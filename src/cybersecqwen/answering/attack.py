@@ -30,7 +30,7 @@ def stated(catalogs, text: str) -> list[dict[str, Any]]:
                              "tactics": [catalogs.tactics.get(t, t) for t in entry.tactics] if entry else [],
                              "evidence": sentence_around(text, match.start(), match.end()), "span": [match.start(), match.end()],
                              "confidence": 1.0, "components": None, "needs_review": note is not None, "origin": "stated",
-                             "note": note}
+                             "note": note, "flags": [note] if note else []}
     return list(out.values())
 
 

@@ -136,6 +136,7 @@ class Technique(BaseModel):
     origin: Literal["stated", "inferred"] = Field("inferred", description="stated: the text writes this id; inferred: the answerers' judgement")
     span: list[int] | None = Field(None, description="stated: [start, end) of the id in the text")
     note: str | None = Field(None, description="stated: a revoked id mapped to its successor, or a deprecated one")
+    flags: list[str] = Field(default_factory=list, description="stated: what is wrong with the id as written (revoked, deprecated)")
 
 
 class Documented(BaseModel):
