@@ -71,6 +71,7 @@ def test_links_are_read_as_written_and_references_are_never_indicators():
             "Questions: security@example-vendor.com. Details: https://nvd.nist.gov/vuln/detail/CVE-2024-0001\n"
             "The implant beacons to https://cdn.example-c2.org/a.php every hour. A second stage came from hxxp://dl.example-stage[.]com/x.bin\n\n"
             "## Indicators of compromise\n- update-check.net\n- 203.0.113.7\n")
+    labelled = "C2 servers seen this week: 198.51.100.23, relay-node.biz. Documentation: https://docs.example.org/setup"
     iocs = find_iocs(text)
     urls = {i["value"] for i in iocs if i["type"] == "url"}
     # The exact URLs the text writes: no "httP:/" inside a path, no ":/pull", the wiki link keeps its parentheses.
@@ -86,6 +87,9 @@ def test_links_are_read_as_written_and_references_are_never_indicators():
     kinds = {r["value"]: r["kind"] for r in references}
     assert kinds["https://github.com/org/repo/pull/8079"] == "code host" and kinds["security@example-vendor.com"] == "contact"
     assert kinds["https://nvd.nist.gov/vuln/detail/CVE-2024-0001"] == "vulnerability database"
+    indicators, references = split(find_iocs(labelled), labelled)  # a list under a label on one line
+    assert {i["value"] for i in indicators} == {"198.51.100.23", "relay-node.biz"}
+    assert [r["value"] for r in references] == ["https://docs.example.org/setup"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pymispwarninglists") is None, reason="pymispwarninglists is not installed")

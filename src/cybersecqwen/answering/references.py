@@ -13,6 +13,7 @@ sites, security vendors' blogs, public DNS resolvers...). Hashes, file paths and
 
 from __future__ import annotations
 
+import bisect
 import re
 from functools import lru_cache
 from typing import Any
@@ -32,7 +33,7 @@ REFERENCE_HOSTS = {
     "government advisory": ("www.cisa.gov", "cisa.gov", "us-cert.cisa.gov", "www.us-cert.gov", "www.ncsc.gov.uk", "www.cert.ssi.gouv.fr"),
 }
 CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "raw.githubusercontent.com")
-LABEL = re.compile(r"(?i)\b(indicators?(?: of compromise)?|iocs?|c2|c&c)\s*:")
+LABEL = re.compile(r"(?i)\b(indicators?|iocs?|c2|c&c)\b[^:\n]{0,40}:")  # "Indicators observed:", "C2 servers:", "IOCs:"
 BENIGN_LISTS = ("security providers", "Top 10K", "Top 10000", "Top 1000 ", "Top 5000", "Top 500 ", "public DNS resolvers")  # by list name
 
 
@@ -93,6 +94,20 @@ def looks_like_heading(line: str) -> bool:
         (line.isupper() and 3 < len(line) < 60) or bool(re.match(r"^\d+(\.\d+)*\.?\s+[A-Z]", line) and len(line) < 60)
 
 
+class Labels:
+    """Every "Something:" label of the text, found once (linear), so each value asks in log time whether the last
+    label before it on its line names indicators ("Indicators observed: a, b, c ... Documentation: d")."""
+
+    def __init__(self, text: str) -> None:
+        found = [(m.end(), bool(LABEL.search(m.group(0)))) for m in re.finditer(r"([A-Za-z&][\w &/-]{0,40}):(?!//)", text)]
+        self.ends, self.marks = [e for e, _ in found], [m for _, m in found]
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def indicator_label_before(self, start: int) -> bool:
+        i = bisect.bisect_right(self.ends, start) - 1
+        return i >= 0 and self.marks[i] and bisect.bisect_left(self.newlines, self.ends[i]) == bisect.bisect_left(self.newlines, start)
+
+
 def sentence_at(text: str, start: int) -> str:
     left = max(text.rfind(". ", 0, start), text.rfind("\n", 0, start))
     right = min(x for x in (text.find(". ", start), text.find("\n", start), len(text)) if x >= 0)
@@ -103,6 +118,7 @@ def split(iocs: list[dict[str, Any]], text: str) -> tuple[list[dict[str, Any]], 
     """(indicators, references): each network value is an indicator when the document marks it as one (defanged,
     under an indicator heading, or called malicious in its sentence); every other one is a reference."""
     sections = indicator_sections(text)
+    labels = Labels(text)
     indicators, references = [], []
     for ioc in iocs:
         if ioc["type"] not in NETWORK:
@@ -111,7 +127,7 @@ def split(iocs: list[dict[str, Any]], text: str) -> tuple[list[dict[str, Any]], 
         start = ioc["evidence"][0] if ioc.get("evidence") else None
         in_section = start is not None and any(a <= start < b for a, b in sections)
         sentence = sentence_at(text, start) if start is not None else ""
-        labelled = start is not None and bool(LABEL.search(text[max(0, start - 300):start].rsplit("\n", 1)[-1]))
+        labelled = start is not None and labels.indicator_label_before(start)
         in_section = in_section or labelled  # "Indicators: a, b, c" on one line is a list under a label
         called = bool(MALICIOUS.search(sentence))
         listed = benign_list(host_of(ioc["type"], ioc["value"])) if ioc["type"] in ("url", "domain", "email") else None
