@@ -270,7 +270,7 @@ def serve_command(
     timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds one request may take (504 after)."),
     max_body: int = typer.Option(1_000_000, "--max-body", min=1024, help="Largest request body in bytes (413 above)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most tokens one request may ask for (422 above)."),
-    audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSONL audit log: request id, endpoint, sizes, latency."),
+    audit_log: Optional[Path] = typer.Option(None, "--audit-log", help="JSONL audit log: request id, endpoint, sizes, latency; {pid} or {host} in the path name one file per replica."),
     log_content: bool = typer.Option(False, "--log-content", help="Also write request bodies to the audit log."),
     chat_only: bool = typer.Option(False, "--chat-only", help="Serve chat without the CWE/ATT&CK catalogs."),
     heads: Optional[Path] = typer.Option(None, "--heads", help="Specialist heads to fuse with the model (`heads train`); "

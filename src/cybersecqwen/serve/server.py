@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
+import os
 import socket
 from pathlib import Path
 
 from cybersecqwen.answering.loading import load_service, serving_backend
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.serve.app import MAX_HEADER_BYTES, ServerSettings, create_app
+
+log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -145,22 +150,119 @@ def uvicorn_config(app, host: str, port: int, read_timeout: float = READ_TIMEOUT
                           proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None)
 
 
+class Starting:
+    """The ASGI app from the moment the port is bound until the model, heads and catalogs are loaded: liveness
+    (`/healthz`) answers 200, readiness (`/readyz`) and every other path 503 with Retry-After, so a load balancer sends
+    nothing to a replica that cannot answer yet. Once loaded, every request goes to the real app."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        from types import SimpleNamespace
+
+        self.app = None
+        self.failed: str | None = None
+        self.state = SimpleNamespace(settings=settings, refusal=self.refusal)  # what uvicorn_config reads
+
+    def refusal(self, status: int, reason: str, client) -> None:
+        if self.app is not None:
+            self.app.state.refusal(status, reason, client)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.app is not None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/healthz":
+            status, body = 200, {"status": "ok"}
+        elif scope["path"] == "/readyz":
+            status, body = 503, {"status": "failed" if self.failed else "loading", "error": self.failed}
+        else:
+            status, body = 503, {"error": {"message": self.failed or "the model and catalogs are loading; retry shortly",
+                                           "type": "unavailable", "code": 503}}
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def draining_server(config):
+    """uvicorn's server, exiting 0 after a graceful stop: on SIGTERM/SIGINT uvicorn stops taking connections and
+    finishes the running requests, then re-raises the signal so the process dies by it (exit -15); a replica that
+    drained cleanly has succeeded, and says so with 0."""
+    import contextlib
+
+    import uvicorn
+
+    class Draining(uvicorn.Server):
+        stopped_by: list = []
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self.stopped_by = list(self._captured_signals)
+                    self._captured_signals.clear()
+
+    return Draining(config)
+
+
+def per_process(path: Path | None) -> Path | None:
+    """An audit log path with `{pid}` or `{host}` in it names one file per replica (replicas never share a file)."""
+    if path is None:
+        return None
+    return Path(str(path).replace("{pid}", str(os.getpid())).replace("{host}", socket.gethostname()))
+
+
 def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerSettings, data_dir: Path | None = None,
           download: bool = False, chat_only: bool = False, heads: Path | None = None, no_model: bool = False) -> None:
-    import uvicorn
+    """Bind the port, answer liveness at once and readiness when loaded (the model, heads and catalogs load in a
+    thread meanwhile), serve; on SIGTERM or SIGINT stop taking connections, finish the running requests (each is
+    bounded by --timeout) and close the model."""
+    import threading
 
     check_binding(host, settings.api_key)
     settings.allowed_hosts = tuple(dict.fromkeys((*settings.allowed_hosts, host)))  # the bound address answers too
+    settings.audit_log = per_process(settings.audit_log)
     with socket.socket() as probe:  # a clear error before loading a model, not a traceback after
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise CybersecqwenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    app, backend = build_app(model, backend_kind, settings, data_dir, download, chat_only, heads, no_model)
+    starting = Starting(settings)
+    config = uvicorn_config(starting, host, port)
+    config.timeout_graceful_shutdown = settings.timeout_s + 5  # a running request ends by its own timeout first
+    server = draining_server(config)
+    loaded: dict = {}
+
+    def load() -> None:
+        try:
+            loaded["app"], loaded["backend"] = build_app(model, backend_kind, settings, data_dir, download, chat_only, heads, no_model)
+            starting.app = loaded["app"]
+            log.warning("ready: %s", "heads only" if no_model else model)
+        except BaseException as exc:  # noqa: BLE001 - any failure: readiness says it, the process exits non-zero
+            loaded["error"] = exc
+            starting.failed = str(exc)
+            server.should_exit = True
+
+    threading.Thread(target=load, name="load-model", daemon=True).start()
     try:
-        uvicorn.Server(uvicorn_config(app, host, port)).run()
+        server.run()
+        if server.stopped_by:
+            log.warning("stopped by signal %s after finishing the running requests", ", ".join(str(int(sig)) for sig in server.stopped_by))
     finally:
-        with app.state.model_lock:  # a timed-out request may still be finishing on the model
-            if backend is not None:
+        app, backend = loaded.get("app"), loaded.get("backend")
+        if backend is not None:
+            with app.state.model_lock:  # a timed-out request may still be finishing on the model
                 backend.close()
+    if "error" in loaded:
+        error = loaded["error"]
+        raise error if isinstance(error, CybersecqwenError) else CybersecqwenError(f"the server could not load: {error}")
