@@ -3,6 +3,7 @@ each other, then the service. Used by `serve`, `analyze`, `enrich` and `heads fu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
@@ -49,15 +50,24 @@ def load_service(backend, data_dir: Path | None, download: bool, chat_only: bool
             raise CybersecqwenError(f"the heads in {heads} answer CWE ids outside this catalog ({', '.join(unknown[:5])}); "
                                     "retrain them against the same CWE version")
     from cybersecqwen.answering.references import warninglists
+    from cybersecqwen.answering.service import Fusion
 
     warninglists()  # loaded at start (0.6 s), not in a client's first request
-    return CtiService(backend, catalogs, loaded_heads, model_label=model_identity(model), knowledge=knowledge_index(data_dir, download))
+    fusion = None
+    unavailable = backend.scoring_unavailable() if backend is not None else None
+    if unavailable:  # said once, here: the structured endpoints then fuse without the model
+        if loaded_heads is None:
+            raise CybersecqwenError(f"the structured endpoints need candidate scores and {model} cannot give them: {unavailable}; "
+                                    "pass --heads DIR (or --chat-only)")
+        logging.getLogger(__name__).warning("the structured endpoints answer without the model: %s", unavailable)
+        fusion = Fusion.load(loaded_heads, None, model_identity(model))
+        fusion.source += f" (the model cannot score candidates: {unavailable})"
+    return CtiService(backend, catalogs, loaded_heads, fusion=fusion, model_label=model_identity(model),
+                      knowledge=knowledge_index(data_dir, download))
 
 
 def knowledge_index(data_dir: Path | None, download: bool):
     """The catalogs as citable passages for grounded Q&A (heads/knowledge.py); None, logged, where a source is missing."""
-    import logging
-
     from cybersecqwen.datafiles import MissingDataError
     from cybersecqwen.heads.knowledge import KnowledgeIndex
 

@@ -87,6 +87,11 @@ class BackendBase:
 
     context_length: int | None = None  # tokens the model reads (prompt + answer); None: not known here
 
+    def scoring_unavailable(self) -> str | None:
+        """Why this backend cannot score candidates after a prompt (None: it can). Checked once at start by the
+        structured endpoints, which then fuse without the model."""
+        return None
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         yield self.generate([request])[0]  # type: ignore[attr-defined]
 
