@@ -330,8 +330,13 @@ def analyze_command(
 
 @app.command("enrich")
 def enrich_command(
-    source: Path = typer.Option(..., "--in", help="JSONL of alerts/records."),
-    out: Path = typer.Option(..., "--out", help="Enriched JSONL (one line per input line; resumes)."),
+    source: str = typer.Option(..., "--in", help="JSONL of alerts/records (--engine ray: also Parquet, or a pyarrow URI such as s3://)."),
+    out: str = typer.Option(..., "--out", help="Enriched JSONL (one line per input line; resumes). --engine ray: a .jsonl file, or a "
+                            "folder/URI of JSONL (or Parquet when the name holds .parquet)."),
+    engine: str = typer.Option("local", "--engine", help="local (one process, resumable) | ray (Ray Data workers; pip install 'ray[data]')."),
+    workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: Ray workers (each builds the heads once)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: an existing cluster (ray://head:10001 or auto); "
+                                              "default: a local one with --workers CPUs."),
     field: str = typer.Option("description", "--field", help="The record field holding the text."),
     task: str = typer.Option("cwe", "--task", help="cwe | attack"),
     model: str = typer.Option("embedded", "--model", help="embedded | file.gguf | HF folder"),
@@ -348,10 +353,24 @@ def enrich_command(
     from cybersecqwen.answering.default_heads import default_heads
     from cybersecqwen.answering.enrich import check_arguments, enrich_file
 
-    check_arguments(source, out, task)  # the user's mistakes, named before any heads are found or built
+    if engine not in ("local", "ray"):
+        raise CybersecqwenError(f"--engine must be local or ray, not {engine}")
+    if engine == "local":
+        check_arguments(Path(source), Path(out), task)  # the user's mistakes, named before any heads are found or built
     heads, which = default_heads(heads, no_heads, False, data_dir, download, announce=console.print)
     console.print(which)
-    counts = enrich_file(model, backend, source, out, field, task, stix, data_dir, download, heads, no_model)
+    if engine == "ray":
+        from cybersecqwen.answering.enrich_ray import enrich_with_ray
+
+        if stix is not None:
+            raise CybersecqwenError("--stix is written by the local engine; with --engine ray, build the bundle from the output")
+        if model == "embedded" and not no_model and heads is not None:
+            no_model = True  # one model per worker would be loaded N times: the workers answer with the heads
+            console.print("--engine ray: the workers answer with the heads (pass --model openai:URL#NAME to fuse a served model)")
+        counts = enrich_with_ray(source, out, field, task, model, heads, no_model, data_dir, download, workers, ray_address)
+        print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, {counts['lines']} lines, {workers} Ray workers")
+        return
+    counts = enrich_file(model, backend, Path(source), Path(out), field, task, stix, data_dir, download, heads, no_model)
     print(f"{out}: {counts['enriched']} enriched, {counts['errors']} with errors, resumed at line {counts['resumed_at']}"
           + (f"; STIX bundle {stix}" if stix else ""))
 
