@@ -10,7 +10,8 @@ skipped, and the output holds one row per input row in input order (Ray Data's `
 The output goes to a local `.jsonl` file (streamed from the driver in order, written atomically) or, for any other
 path or URI, to a folder of JSONL or Parquet files written by the workers (`.parquet` in the name: Parquet).
 `--ray-address` joins an existing cluster (`ray://head:10001` or `auto`); without it a local one is started with
-`--workers` CPUs. Ray is an optional extra (`pip install "ray[data]"`).
+`--workers` + 1 CPUs. On a cluster the heads folder, the data mirror and the input must be readable from every node
+(a shared path, or object storage for the input and output). Ray is an optional extra (`pip install "ray[data]"`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def enrich_with_ray(source: str, out: str, field: str, task: str, model: str, he
         context.enable_progress_bars = True
         options = {"field": field, "task": task, "model": model, "heads": heads, "no_model": no_model,
                    "data_dir": data_dir, "download": download}
-        enriched = read(ray, source).map_batches(Enricher, fn_constructor_args=(options,), batch_size=BATCH, concurrency=workers,
-                                                 num_cpus=1, batch_format="numpy").materialize()  # computed once, then written
+        enriched = read(ray, source).map_batches(Enricher, fn_constructor_args=(options,), batch_size=BATCH,
+                                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                                                 batch_format="numpy").materialize()  # computed once, then written
         counts = {"lines": 0, "enriched": 0, "errors": 0, "workers": workers}
         for row in enriched.iter_rows():
             counts["lines"] += 1
