@@ -295,9 +295,15 @@ def serve_command(
                               allowed_hosts=tuple(dict.fromkeys((*ServerSettings.allowed_hosts, *allow_host))),
                               trusted_proxies=check_proxies(trusted_proxy))
     console.print(f"serving {model} on http://{host}:{port}  (schema: /openapi.json, page: /)")
-    heads, which = default_heads(heads, no_heads, chat_only, data_dir, download, announce=console.print)
-    console.print(which)
-    serve(model, backend, host, port, settings, data_dir, download, chat_only, heads, no_model)
+    if heads is not None and no_heads:
+        raise CybersecqwenError("--heads and --no-heads contradict each other: pass one")
+
+    def choose_heads():  # in the server's loading thread: a first build of the default heads keeps /healthz answering
+        chosen, which = default_heads(heads, no_heads, chat_only, data_dir, download, announce=console.print)
+        console.print(which)
+        return chosen
+
+    serve(model, backend, host, port, settings, data_dir, download, chat_only, choose_heads, no_model)
 
 
 @app.command("analyze")

@@ -222,9 +222,9 @@ def per_process(path: Path | None) -> Path | None:
 
 
 def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerSettings, data_dir: Path | None = None,
-          download: bool = False, chat_only: bool = False, heads: Path | None = None, no_model: bool = False) -> None:
+          download: bool = False, chat_only: bool = False, heads=None, no_model: bool = False) -> None:
     """Bind the port, answer liveness at once and readiness when loaded (the model, heads and catalogs load in a
-    thread meanwhile), serve; on SIGTERM or SIGINT stop taking connections, finish the running requests (each is
+    thread meanwhile; `heads` is a folder, or a function choosing one there, which may build the default heads), serve; on SIGTERM or SIGINT stop taking connections, finish the running requests (each is
     bounded by --timeout) and close the model."""
     import threading
 
@@ -245,7 +245,8 @@ def serve(model: str, backend_kind: str, host: str, port: int, settings: ServerS
 
     def load() -> None:
         try:
-            loaded["app"], loaded["backend"] = build_app(model, backend_kind, settings, data_dir, download, chat_only, heads, no_model)
+            folder = heads() if callable(heads) else heads
+            loaded["app"], loaded["backend"] = build_app(model, backend_kind, settings, data_dir, download, chat_only, folder, no_model)
             starting.app = loaded["app"]
             log.warning("ready: %s", "heads only" if no_model else model)
         except BaseException as exc:  # noqa: BLE001 - any failure: readiness says it, the process exits non-zero
