@@ -37,12 +37,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    from fused_ate import ate_summary  # benchmarks/ is on the path: this script runs from there
+
     from cybersecqwen.answering.catalog import load_catalogs
     from cybersecqwen.answering.fuse import SELECT_GRID, label_features, micro_f1, selected, validation_items
     from cybersecqwen.answering.loading import knowledge_index
     from cybersecqwen.answering.service import CtiService, Fusion
     from cybersecqwen.answering.shared import SENTENCE
-    from cybersecqwen.evaluate.compare import compare_runs
     from cybersecqwen.evaluate.runner import EvalConfig, run_eval
     from cybersecqwen.heads import load_heads
     from cybersecqwen.heads.fusion import label_probabilities, learn_label_weights
@@ -97,15 +98,11 @@ def main() -> None:
             pass
 
     work = Path(tempfile.mkdtemp(prefix="ate-knowledge-"))
-    results: dict[str, dict] = {"validation_items": len(labelled), "fits": fits}
-    for name in fits:
-        report = run_eval(EvalConfig(model=f"fused:{name}", tasks={"cti-ate": None}, out=work / name), responder=Answerer(name))
-        task = report["tasks"]["cti-ate"]
-        results[name] = {m: task["metrics"].get(m) for m in ("micro_f1", "macro_f1", "parse_failure_rate")} | {
-            "ci95_micro_f1": task["ci95"].get("micro_f1")}
-    for a, b in (("head", "after"), ("before", "after"), ("after", "lookup")):
-        paired = compare_runs(work / a, work / b)["tasks"]["cti-ate"]
-        results[f"{b}_vs_{a}"] = {k: paired[k] for k in ("difference_b_minus_a", "ci95", "p_value", "test", "n_shared_items")}
+    reports = {name: run_eval(EvalConfig(model=f"fused:{name}", tasks={"cti-ate": None}, out=work / name), responder=Answerer(name))
+               for name in fits}
+    results: dict[str, dict] = {"validation_items": len(labelled), "fits": fits,
+                                **ate_summary(reports, {name: work / name for name in fits},
+                                              (("head", "after"), ("before", "after"), ("after", "lookup")))}
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,9 +24,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    from cybersecqwen.evaluate.compare import compare_runs
-    from cybersecqwen.evaluate.runner import EvalConfig, run_eval
     from cybersecqwen.answering.fuse import FusedResponder, fused_service
+    from cybersecqwen.evaluate.runner import EvalConfig, run_eval
 
     work = Path(tempfile.mkdtemp(prefix="fused-ate-"))
     tasks = {"cti-ate": args.items}
@@ -40,15 +39,23 @@ def main() -> None:
         reports["fused"] = run_eval(EvalConfig(model=f"fused:{args.heads}", tasks=tasks, out=runs["fused"]), responder=responder)
     finally:
         backend.close()
-    results = {"items": args.items, "fusion": service.fusion.source,
-               **{label: {m: report["tasks"]["cti-ate"]["metrics"].get(m) for m in ("micro_f1", "macro_f1", "parse_failure_rate")}
-                  | {"ci95_micro_f1": report["tasks"]["cti-ate"]["ci95"].get("micro_f1")} for label, report in reports.items()}}
-    for a, b in (("model", "fused"), ("heads", "fused")):
-        paired = compare_runs(runs[a], runs[b])["tasks"]["cti-ate"]
-        results[f"{b}_vs_{a}"] = {k: paired[k] for k in ("difference_b_minus_a", "ci95", "p_value", "test", "n_shared_items")}
+    results = {"items": args.items, "fusion": service.fusion.source, **ate_summary(reports, runs, (("model", "fused"), ("heads", "fused")))}
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def ate_summary(reports: dict, runs: dict, pairs) -> dict:
+    """Per answerer its CTI-ATE micro/macro-F1, parse failures and micro-F1 CI; per (a, b) pair the paired difference
+    b - a with its CI and test (shared with benchmarks/ate_knowledge.py)."""
+    from cybersecqwen.evaluate.compare import compare_runs
+
+    out = {label: {m: report["tasks"]["cti-ate"]["metrics"].get(m) for m in ("micro_f1", "macro_f1", "parse_failure_rate")}
+           | {"ci95_micro_f1": report["tasks"]["cti-ate"]["ci95"].get("micro_f1")} for label, report in reports.items()}
+    for a, b in pairs:
+        paired = compare_runs(runs[a], runs[b])["tasks"]["cti-ate"]
+        out[f"{b}_vs_{a}"] = {k: paired[k] for k in ("difference_b_minus_a", "ci95", "p_value", "test", "n_shared_items")}
+    return out
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from cybersecqwen import __version__
 from cybersecqwen.answering import loading
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.io import atomic_dir
 
 log = logging.getLogger(__name__)
 DEMO_HEADS = Path("runs/demo/heads/model")  # where `make demo` (the CPU recipe) leaves its heads
@@ -78,18 +77,10 @@ def build_default_heads(target: Path, data_dir: Path | None, download: bool) -> 
     from cybersecqwen.heads.train import train_heads
 
     recipe = recipe_for_heads()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         build_corpus(recipe.for_heads(), staging / "corpus", data_dir, download)
         train_heads(staging / "corpus", staging / "model", data_dir, download, recipe.heads.seed)
         fit_fusion(staging / "model", staging / "corpus", None, items=recipe.heads.fuse_items, data_dir=data_dir, download=download)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return target / "model"
 
 

@@ -63,7 +63,7 @@ def host_of(kind: str, value: str) -> str:
     return value.lower()
 
 
-def reference_kind(kind: str, value: str, text: str, start: int | None) -> str:
+def reference_kind(kind: str, value: str) -> str:
     host = host_of(kind, value)
     for label, hosts in REFERENCE_HOSTS.items():
         if host in hosts or any(host.endswith("." + h) for h in hosts):
@@ -137,6 +137,6 @@ def split(iocs: list[dict[str, Any]], text: str) -> tuple[list[dict[str, Any]], 
             marked = "defanged" if ioc.get("defanged") else "listed under an indicator heading" if in_section else "called malicious"
             indicators.append({**ioc, "marked": marked, "flags": ioc["flags"] + ([f"on MISP warninglist: {listed}"] if listed else [])})
         else:
-            references.append({"type": ioc["type"], "value": ioc["value"], "kind": reference_kind(ioc["type"], ioc["value"], text, start),
+            references.append({"type": ioc["type"], "value": ioc["value"], "kind": reference_kind(ioc["type"], ioc["value"]),
                                "evidence": ioc.get("evidence")})
     return indicators, references

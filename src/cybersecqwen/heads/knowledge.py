@@ -235,9 +235,8 @@ class KnowledgeIndex:
         """The ATT&CK software and groups the text names, each with the techniques its procedure examples record (parent
         ids, sorted), in order of first mention."""
         *_, names = self._technique_rows()
-        self.named_actors("")  # builds the pattern
         seen: dict[str, dict[str, Any]] = {}
-        for m in self._names_pattern.finditer(text):
+        for m in self._name_pattern().finditer(text):
             actor = names[m.group(1)]
             if actor in seen:
                 continue
@@ -259,10 +258,15 @@ class KnowledgeIndex:
         """ATT&CK software and groups the text names (a name or alias written as a word, case as the catalog writes
         it; names under 3 characters are left out: "at", "sc" are words before they are tools)."""
         *_, names = self._technique_rows()
+        return {names[m.group(1)] for m in self._name_pattern().finditer(text)}
+
+    def _name_pattern(self) -> re.Pattern:
+        """Every ATT&CK software and group name or alias of 3 characters or more, as one pattern (built once)."""
         if not hasattr(self, "_names_pattern"):
+            *_, names = self._technique_rows()
             kept = sorted((n for n in names if len(n) >= 3), key=len, reverse=True)  # longest first: "Cobalt Strike" before "Cobalt"
             self._names_pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, kept)) + r")(?!\w)")
-        return {names[m.group(1)] for m in self._names_pattern.finditer(text)}
+        return self._names_pattern
 
     def technique_support(self, text: str, sentences: list[str], exclude_named: bool = True) -> dict[str, float]:
         """Per ATT&CK technique (parent id): the highest cosine similarity between any sentence of the text and any of

@@ -6,15 +6,14 @@ and training can use it. Nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
-import importlib.util
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +68,11 @@ def embedded_hf_dir() -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _restore_pre_tokenizer(staging / "tokenizer.json")
         (staging / "README.md").write_text(CARD, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return target
 
 
