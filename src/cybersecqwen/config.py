@@ -76,7 +76,8 @@ class TrainSettings(Strict):
     per_device_batch_size: int = Field(4, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
     max_length: int = Field(1024, gt=16)
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    # auto: bf16 where the device computes it natively, else fp32 (machine.choose_precision); an explicit value wins.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     optimizer: str = Field("adamw_torch", description="a transformers optim name; paged_adamw_8bit needs bitsandbytes + CUDA")
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     gradient_checkpointing: bool = False
@@ -118,7 +119,8 @@ class EvalSettings(Strict):
     trials: int | None = Field(None, gt=0, description="override the protocol's trials (cisco: 10)")
     seed: int = 42
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="transformers models' dtype in evals (auto: bf16 on a GPU, fp32 on the CPU); GGUF files ignore it")
+        "auto", description="transformers models' dtype in evals (auto: bf16 on a GPU that has it, fp32 on every CPU; "
+                 "machine.choose_precision); GGUF files ignore it")
 
     @model_validator(mode="after")
     def _mode_fits_answer_forms(self) -> "EvalSettings":

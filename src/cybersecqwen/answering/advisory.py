@@ -167,6 +167,24 @@ def text_pieces(text: str, size: int = IOC_PIECE) -> list[str]:
     return [piece for _, piece in chunks(text, size, overlap=0, cuts=(" ", "\n"))]
 
 
+# ioc-finder's refanging patterns read a run of brackets (or dashes) and then look for "dot", "at" or "http" after it:
+# at every start in a run, so a run of n such characters costs n^2 (20,000 "[" took 26 s, holding the GIL, so the
+# server's 504 came late too). No defanged indicator writes more than a few in a row ("[[.]]"): longer runs are blanked
+# before ioc-finder reads the piece, which keeps it linear (evidence offsets are found again in the text itself).
+# Runs of spaces likewise (" DOT", " @ " patterns): four or more become a line break, which no indicator crosses.
+BRACKET_RUN = re.compile(r"[\[\](){}-]{9,}")
+# And a token of thousands of characters ("a.a.a...", "1.1.1...") costs its length squared in the domain and address
+# patterns: it is cut every 2,000 characters (no domain is that long; a longer URL is read whole again from the text
+# by url_as_written).
+SPACE_RUN = re.compile(r"[ \t]{4,}")
+LONG_TOKEN = re.compile(r"\S{2000}")
+
+
+def calm_runs(piece: str) -> str:
+    piece = SPACE_RUN.sub("\n", BRACKET_RUN.sub(" ", piece))
+    return LONG_TOKEN.sub(lambda m: m.group(0) + "\n", piece)
+
+
 def find_iocs(text: str) -> list[dict[str, Any]]:
     from ioc_finder import find_iocs as ioc_finder
 
@@ -175,7 +193,7 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
     count = 0
     for piece in text_pieces(text, IOC_PIECE):
         check_deadline()
-        for key, values in ioc_finder(piece, parse_urls_without_scheme=False).items():
+        for key, values in ioc_finder(calm_runs(piece), parse_urls_without_scheme=False).items():
             if key in found:
                 for value in values:
                     if value not in found[key]:

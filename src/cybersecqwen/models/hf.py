@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, 
 from transformers.cache_utils import DynamicCache
 
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.machine import Precision, choose_precision
 from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions,
                                       ModelSpec, chat_pieces, common_prefix_length, cut_at_stop)
 
@@ -35,15 +36,13 @@ def pick_device(device: str) -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        # bf16 on GPUs that support it; fp32 on the CPU, where bf16 flips near-tie picks (NOTES.md).
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
+def pick_dtype(dtype: str, device: str) -> tuple[torch.dtype, Precision]:
+    """The dtype for scoring and generation, and why (machine.choose_precision: auto is fp32 on every CPU)."""
+    if dtype != "auto" and dtype not in DTYPES:
         raise CybersecqwenError(f"unknown dtype '{dtype}' (choose auto, {', '.join(DTYPES)})")
-    return DTYPES[dtype]
+    cuda = device.startswith("cuda")
+    choice = choose_precision(dtype, "eval", cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    return DTYPES[choice.name], choice
 
 
 class PastDeadline(StoppingCriteria):
@@ -73,7 +72,8 @@ class HFBackend(BackendBase):
         if not (path / "config.json").is_file():
             raise CybersecqwenError(f"{path} is not a Hugging Face model folder (no config.json)")
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype, precision = pick_dtype(dtype, self.device)
+        log.info("precision: %s", precision)
         self.batch_size = max(1, batch_size)
         self.prefix_cache = prefix_cache
         self.token_budget = token_budget
@@ -87,6 +87,7 @@ class HFBackend(BackendBase):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._prefix: tuple[tuple[int, ...], DynamicCache | None] = ((), None)
         self.info = BackendInfo("hf", label or str(path), {"device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+                                                           "precision": str(precision),
                                                            "batch_size": self.batch_size, "prefix_cache": prefix_cache})
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import torch
 from cybersecqwen.config import Recipe
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.io import png_figure, require_free_space, write_json
+from cybersecqwen.machine import choose_precision, this_cpu
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,17 @@ def machine_settings(recipe: Recipe) -> dict[str, Any]:
     """What this machine can run of the recipe; each fallback is logged, none crashes."""
     cuda = torch.cuda.is_available()
     settings: dict[str, Any] = {"use_cpu": not cuda}
-    precision = recipe.train.precision
+    choice = choose_precision(recipe.train.precision, "train", cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+    log.info("training precision: %s", choice)
+    precision = choice.name
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         log.warning("bf16 is not supported on this GPU; training in fp16")
         precision = "fp16"
     if precision == "fp16" and not cuda:
         log.warning("fp16 training needs a GPU; using bf16 autocast on the CPU")
         precision = "bf16"
-    settings.update(bf16=precision == "bf16", fp16=precision == "fp16")
+    settings.update(bf16=precision == "bf16", fp16=precision == "fp16", precision=str(choice),
+                    cpu=None if cuda else this_cpu().describe())
     optimizer = recipe.train.optimizer
     if "8bit" in optimizer and (not cuda or importlib.util.find_spec("bitsandbytes") is None):
         log.warning("optimizer %s needs bitsandbytes and a GPU; using adamw_torch", optimizer)
