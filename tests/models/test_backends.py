@@ -32,15 +32,18 @@ def hf_dir():
     return embedded_hf_dir()
 
 
-def test_prefix_cached_batched_scoring_matches_unbatched_fp32(hf_dir, mcq_requests):
+def test_a_requests_scores_do_not_depend_on_the_cache_the_order_or_the_batch(hf_dir, mcq_requests):
+    """The same bits with the block cache or without it, in another order, alone or in a batch of 24."""
     from cybersecqwen.models.hf import HFBackend
 
     _, _, requests = mcq_requests
-    fast = HFBackend(hf_dir, dtype="fp32", batch_size=8, prefix_cache=True).score_choices(requests)
-    plain = HFBackend(hf_dir, dtype="fp32", batch_size=1, prefix_cache=False).score_choices(requests)
-    argmax = lambda rows: [max(range(4), key=lambda j: r[j]) for r in rows]
-    assert argmax(fast) == argmax(plain)
-    assert max(abs(a - b) for x, y in zip(fast, plain) for a, b in zip(x, y)) < 1e-3
+    cached = HFBackend(hf_dir, dtype="fp32", batch_size=8, prefix_cache=True)
+    first = cached.score_choices(requests)
+    assert cached.score_choices(requests[::-1])[::-1] == first
+    assert [cached.score_choices([r])[0] for r in requests[:3]] == first[:3]
+    plain = HFBackend(hf_dir, dtype="fp32", batch_size=1, prefix_cache=False)
+    assert plain.score_choices(requests[5:8]) == first[5:8]
+    assert all(len(set(row)) == 4 and all(s < 0 for s in row) for row in first)
 
 
 def test_multi_token_choices_use_the_exact_path(hf_dir):
@@ -110,7 +113,7 @@ def test_llamacpp_multi_token_choices_in_one_decode_score_like_token_by_token(em
                              "Cross-site Scripting (CWE-79)", "Out-of-bounds Write (CWE-787)"), task.answer_prefix)
     gguf = LlamaCppBackend(embedded_gguf())
     try:
-        fast = gguf.score_choices([request, request])  # twice: the second request reuses the cache the first left
+        fast = gguf.score_choices([request, request])  # twice: the second request finds the cache the first left
         slow = []
         for choice in request.choices:
             ids = gguf.request_ids(request.messages, None, request.prefix + choice)
@@ -119,8 +122,35 @@ def test_llamacpp_multi_token_choices_in_one_decode_score_like_token_by_token(em
             slow.append(sum(float(gguf._next_logprobs(ids[:i])[ids[i]]) for i in range(len(shared), len(ids))))
     finally:
         gguf.close()
-    assert fast[0] == fast[1]
+    assert fast[0] == fast[1]  # bitwise: whole blocks are reused, never a prefix evaluated in another batch shape
     # Within 2%: llama.cpp multiplies a many-token batch with other kernels than one token (measured: 0.1-0.4 nats on
     # totals of 40-85, under 1.1%); a position off by one would be off by tens of nats.
     assert all(abs(a - b) <= 0.02 * abs(b) for a, b in zip(fast[0], slow)), (fast[0], slow)
     assert max(range(3), key=lambda j: fast[0][j]) == max(range(3), key=lambda j: slow[j])
+
+
+def test_llamacpp_scores_and_replies_do_not_depend_on_the_requests_before(embedded_available):
+    """A request scored, then others sharing its instructions (the cache now holds them), then it again, and on a fresh
+    context: the same bits; a greedy reply likewise."""
+    from cybersecqwen.models.base import ChoiceRequest
+    from cybersecqwen.models.embedded import embedded_gguf
+    from cybersecqwen.models.llamacpp import LlamaCppBackend
+    from cybersecqwen.tasks import get_task
+
+    task = get_task("cti-rcm")
+    choices = ("Improper Neutralization of Special Elements used in an SQL Command (CWE-89)", "Cross-site Scripting (CWE-79)")
+    texts = ["SQL injection in the login form allows reading the database.", "A stored XSS in the comment field of the blog.",
+             "Heap overflow in the PNG parser when reading a crafted chunk lets attackers execute code on the host."]
+    requests = [ChoiceRequest(task.prompt_messages({"Description": t}), choices, task.answer_prefix) for t in texts]
+    reply = GenerationRequest(requests[2].messages, max_tokens=12)
+    used, fresh = LlamaCppBackend(embedded_gguf()), LlamaCppBackend(embedded_gguf())
+    try:
+        first = used.score_choices([requests[0]])
+        others = used.score_choices(requests[1:])
+        said = used.generate([reply])
+        assert used.score_choices([requests[0]]) == first
+        assert fresh.score_choices([requests[2], requests[0]]) == [others[1], first[0]]
+        assert fresh.generate([reply]) == said
+    finally:
+        used.close()
+        fresh.close()

@@ -119,15 +119,21 @@ def chunk_size(service: CtiService) -> int:
 # --- evidence -------------------------------------------------------------------------------------------------
 def locate(value: str, text: str, start: int = 0) -> list[int] | None:
     """[start, end) of `value` in the text, also when the text holds it defanged (hxxp, [.], [@])."""
+    match = locator(value).search(text, start)
+    return [match.start(), match.end()] if match else None
+
+
+def locator(value: str) -> re.Pattern:
+    """The pattern of `value` as a text may write it: as is, or defanged (hxxp, [.], [@])."""
     pattern = "".join(DEFANGED.get(ch, re.escape(ch)) for ch in value)
     pattern = re.sub(r"^h(?:\\?t){2}p", "h(?:tt|xx|XX|TT)p", pattern, flags=re.IGNORECASE)
-    match = re.compile(pattern, re.IGNORECASE).search(text, start)
-    return [match.start(), match.end()] if match else None
+    return re.compile(pattern, re.IGNORECASE)
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
     spans, start = [], 0
     for match in SENTENCE.finditer(text):
+        check_deadline()
         if match.start() > start:
             spans.append((start, match.start()))
         start = match.end()
@@ -140,6 +146,7 @@ def sentences(text: str) -> list[tuple[int, int]]:
 def find_cves(text: str) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for match in CVE.finditer(text):
+        check_deadline()
         found.setdefault(match.group(0).upper(), {"cve_id": match.group(0).upper(), "evidence": [match.start(), match.end()],
                                                   "confidence": 1.0})
     return list(found.values())
@@ -175,7 +182,7 @@ def text_pieces(text: str, size: int = IOC_PIECE) -> list[str]:
 BRACKET_RUN = re.compile(r"[\[\](){}-]{9,}")
 # And a token of thousands of characters ("a.a.a...", "1.1.1...") costs its length squared in the domain and address
 # patterns: it is cut every 2,000 characters (no domain is that long; a longer URL is read whole again from the text
-# by url_as_written).
+# by UrlReader).
 SPACE_RUN = re.compile(r"[ \t]{4,}")
 LONG_TOKEN = re.compile(r"\S{2000}")
 
@@ -207,7 +214,8 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
     for key, kind in IOC_KEYS.items():
         values = found[key]
         if kind == "url":  # as the text writes them: ioc-finder rewrites some paths (".../Web/HTTP/Headers" -> ".../Web/httP:/Headers")
-            values = [url_as_written(v, text) for v in values]
+            reader = UrlReader(text)
+            values = [reader.written(v) for v in values]
         for value in dict.fromkeys(trim(v) if kind in ("url", "domain") else v for v in values):
             check_deadline()
             if kind in ("md5", "sha1", "sha256") and any(value.lower() in u for u in urls):
@@ -235,22 +243,48 @@ def find_iocs(text: str) -> list[dict[str, Any]]:
 URL_CHARS = re.compile(r"[^\s<>\"'`\[\]{}|\\^]*")
 
 
-def url_as_written(value: str, text: str) -> str:
-    """The URL as the text writes it (refanged): found by its scheme and host, read to the end of the URL in the text.
-    Where the text does not hold it (an odd defanging), ioc-finder's reading stands."""
-    scheme, _, rest = value.partition("://")
-    host = rest.split("/", 1)[0]
-    best, best_shared, start = value, -1, 0
-    while (span := locate(f"{scheme}://{host}", text, start)) is not None:  # the occurrence that reads most like ioc-finder's value
-        start = span[1]
-        tail = URL_CHARS.match(text, span[1]).group(0)
-        if tail[:1] not in ("/", "?", "#", ":", ""):
-            continue
-        candidate = f"{scheme}://{host}{tail}"
-        shared = next((i for i, (a, b) in enumerate(zip(candidate.lower(), value.lower())) if a != b), min(len(candidate), len(value)))
-        if shared > best_shared:
-            best, best_shared = candidate, shared
-    return best
+class UrlReader:
+    """URLs as the text writes them (refanged), for ioc-finder's values: found by scheme and host, read to the end of
+    the URL in the text. Each scheme://host is looked up in the text once and its occurrences kept, so a document
+    listing a thousand URLs of one host costs one pass per host, not one per URL and occurrence."""
+
+    SCAN = 64  # occurrences compared when no occurrence reads exactly as the value
+    HOSTS = 50  # hosts looked up (one pass over the text each); past them ioc-finder's reading stands: linear in the text
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.hosts: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
+
+    def written(self, value: str) -> str:
+        """The occurrence that reads most like ioc-finder's value; where the text does not hold it (an odd
+        defanging), ioc-finder's reading stands."""
+        scheme, _, rest = value.partition("://")
+        host = rest.split("/", 1)[0]
+        if (scheme.lower(), host.lower()) not in self.hosts and len(self.hosts) >= self.HOSTS:
+            return value
+        candidates, exact = self.occurrences(scheme, host)
+        if value.lower() in exact:
+            return exact[value.lower()]
+        best, best_shared = value, -1
+        for candidate in candidates[: self.SCAN]:
+            shared = next((i for i, (a, b) in enumerate(zip(candidate.lower(), value.lower())) if a != b),
+                          min(len(candidate), len(value)))
+            if shared > best_shared:
+                best, best_shared = candidate, shared
+        return best
+
+    def occurrences(self, scheme: str, host: str) -> tuple[list[str], dict[str, str]]:
+        key = (scheme.lower(), host.lower())
+        if key not in self.hosts:
+            candidates: list[str] = []
+            pattern = locator(f"{scheme}://{host}")
+            for match in pattern.finditer(self.text):
+                check_deadline()
+                tail = URL_CHARS.match(self.text, match.end()).group(0)
+                if tail[:1] in ("/", "?", "#", ":", ""):
+                    candidates.append(f"{scheme}://{host}{tail}")
+            self.hosts[key] = (candidates, {c.lower(): c for c in reversed(candidates)})  # the first occurrence wins
+        return self.hosts[key]
 
 
 def trim(value: str) -> str:
@@ -271,6 +305,7 @@ def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
     gazetteer, by_name = index
     found: dict[str, dict[str, Any]] = {}
     for match in gazetteer.pattern.finditer(text):
+        check_deadline()
         actor = by_name[match.group(0).strip().lower()]
         if not plainly_named(actor, match, text, service.catalogs.common_words):
             continue

@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
+from cybersecqwen.answering.deadline import check_deadline
+
 VERSION = r"v?\d+(?:\.[0-9A-Za-z]+)*"
 RANGE = re.compile(
     rf"(?i)^[\s,:;(]*(?:versions?\s+|v(?=\d)|(?:firmware|release|build)\s+)?(?P<range>(?:before|prior\s+to|through|up\s+to|"
@@ -72,6 +74,7 @@ class ProductIndex:
             if pattern is None:
                 continue
             for match in pattern.finditer(text):
+                check_deadline()
                 vendor, product = table[re.sub(r"\s+", " ", match.group(0)).lower()]
                 add(product, match.end() - len(product) if table is self.by_vendor_product else match.start(), match.end(), vendor, 0.8)
         subject = SUBJECT.match(text)
@@ -79,6 +82,7 @@ class ProductIndex:
             vendor, product = self.products.get(subject.group("name").lower(), ("", subject.group("name")))
             add(product, subject.start("name"), subject.end("name"), vendor, 0.5)
         for match in PLUGIN.finditer(text):
+            check_deadline()
             words = match.group("name").split()
             # A plugin's name follows its author's ("Naresh Parmar Post View Count"): with four words or more, the
             # first two are taken for the author.
@@ -86,8 +90,10 @@ class ProductIndex:
             start = match.start("name") + match.group("name").find(name)
             add(name, start, start + len(name), " ".join(words[:2]) if len(words) >= 4 else "", 0.4)
         for match in UNSEEN.finditer(text):
+            check_deadline()
             name = match.group("name")
-            if any(name.lower().endswith(known) for known in found):
+            words = name.lower().split()
+            if any(" ".join(words[i:]) in found for i in range(len(words))):  # by its words: linear in the products found
                 continue  # "Fortinet FortiAnalyzer": the product was already found, with its vendor
             first, _, rest = name.partition(" ")
             vendor, product = self.products.get(name.lower(), (self.vendors.get(first.lower(), ""), rest if rest and first.lower() in self.vendors else name))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any
 
+from cybersecqwen.answering.deadline import check_deadline
 from cybersecqwen.answering.shared import SENTENCE
 
 TECHNIQUE_ID = re.compile(r"(?<![\w.])T(\d{4})(?:[./](\d{3}))?(?![\w])")
@@ -15,7 +17,9 @@ def stated(catalogs, text: str) -> list[dict[str, Any]]:
     span: active ids as written (sub-techniques kept), revoked ids mapped to their successor and flagged, deprecated
     ids flagged; ids ATT&CK never had are left out (a T-number is not a technique just by its shape)."""
     out: dict[str, dict[str, Any]] = {}
+    bounds = None
     for match in TECHNIQUE_ID.finditer(text):
+        check_deadline()
         written = f"T{match.group(1)}" + (f".{match.group(2)}" if match.group(2) else "")
         note, technique_id = None, written
         if written not in catalogs.written and written in catalogs.retired:
@@ -25,19 +29,31 @@ def stated(catalogs, text: str) -> list[dict[str, Any]]:
         entry = catalogs.written.get(technique_id)
         if technique_id in out or (entry is None and note is None):
             continue
+        bounds = bounds or Sentences(text)
         out[technique_id] = {"technique_id": technique_id, "name": entry.name if entry else "(deprecated)",
                              "url": entry.url if entry else f"https://attack.mitre.org/techniques/{written.replace('.', '/')}/",
                              "tactics": [catalogs.tactics.get(t, t) for t in entry.tactics] if entry else [],
-                             "evidence": sentence_around(text, match.start(), match.end()), "span": [match.start(), match.end()],
+                             "evidence": bounds.around(match.start(), match.end()), "span": [match.start(), match.end()],
                              "confidence": 1.0, "components": None, "needs_review": note is not None, "origin": "stated",
                              "note": note, "flags": [note] if note else []}
     return list(out.values())
 
 
-def sentence_around(text: str, start: int, end: int) -> str:
-    left = max((m.end() for m in SENTENCE.finditer(text, 0, start)), default=0)
-    right = next((m.start() for m in SENTENCE.finditer(text, end)), len(text))
-    return text[left:right].strip()[:500]
+class Sentences:
+    """The text's sentence ends, found once: the sentence around any span by bisection (a document writing hundreds of
+    technique ids costs one pass, not one pass per id)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        marks = [(m.start(), m.end()) for m in SENTENCE.finditer(text)]
+        self.starts, self.ends = [a for a, _ in marks], [b for _, b in marks]
+
+    def around(self, start: int, end: int) -> str:
+        before = bisect.bisect_right(self.ends, start)
+        left = self.ends[before - 1] if before else 0
+        after = bisect.bisect_left(self.starts, end)
+        right = self.starts[after] if after < len(self.starts) else len(self.text)
+        return self.text[left:right].strip()[:500]
 
 # `service` below is the shared core (answering/service.py, CtiService), passed in: the jobs never import it (no circle).
 

@@ -19,6 +19,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from cybersecqwen.answering.deadline import check_deadline
+
 NETWORK = {"url", "domain", "ipv4", "ipv6", "email"}
 HEADING = re.compile(r"(?m)^[ \t]*(?:#{1,6}|={1,6}|\d+(?:\.\d+)*\.?)?[ \t]*(?P<title>[^\n]{1,80})$")
 INDICATOR_HEADING = re.compile(r"(?i)\b(indicators?|iocs?|c&c|c2|command[ -]and[ -]control|network|domains?|ip addresses|urls?|"
@@ -83,7 +85,7 @@ def indicator_sections(text: str) -> list[tuple[int, int]]:
     spans = []
     for i, (start, marks) in enumerate(headings):
         if marks:
-            end = next((s for s, _ in headings[i + 1:]), len(text))
+            end = headings[i + 1][0] if i + 1 < len(headings) else len(text)
             spans.append((start, end))
     return spans
 
@@ -108,24 +110,31 @@ class Labels:
         return i >= 0 and self.marks[i] and bisect.bisect_left(self.newlines, self.ends[i]) == bisect.bisect_left(self.newlines, start)
 
 
+SENTENCE_REACH = 300  # characters read each side of a value for its sentence: a text of no sentence ends is no one sentence
+
+
 def sentence_at(text: str, start: int) -> str:
-    left = max(text.rfind(". ", 0, start), text.rfind("\n", 0, start))
-    right = min(x for x in (text.find(". ", start), text.find("\n", start), len(text)) if x >= 0)
+    low, high = max(0, start - SENTENCE_REACH), min(len(text), start + SENTENCE_REACH)
+    left = max(text.rfind(". ", low, start), text.rfind("\n", low, start), low - 1)
+    right = min(x for x in (text.find(". ", start, high), text.find("\n", start, high), high) if x >= 0)
     return text[left + 1:right]
 
 
 def split(iocs: list[dict[str, Any]], text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(indicators, references): each network value is an indicator when the document marks it as one (defanged,
     under an indicator heading, or called malicious in its sentence); every other one is a reference."""
-    sections = indicator_sections(text)
+    sections = indicator_sections(text)  # in order, not overlapping: found by bisection
+    section_starts = [a for a, _ in sections]
     labels = Labels(text)
     indicators, references = [], []
     for ioc in iocs:
+        check_deadline()
         if ioc["type"] not in NETWORK:
             indicators.append(ioc)
             continue
         start = ioc["evidence"][0] if ioc.get("evidence") else None
-        in_section = start is not None and any(a <= start < b for a, b in sections)
+        at = bisect.bisect_right(section_starts, start) - 1 if start is not None else -1
+        in_section = at >= 0 and start < sections[at][1]
         sentence = sentence_at(text, start) if start is not None else ""
         labelled = start is not None and labels.indicator_label_before(start)
         in_section = in_section or labelled  # "Indicators: a, b, c" on one line is a list under a label

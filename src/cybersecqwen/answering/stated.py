@@ -8,9 +8,11 @@ Nothing stated is dropped silently: an id the catalog lacks or retires, or a mal
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any
 
+from cybersecqwen.answering.deadline import check_deadline
 from cybersecqwen.tasks.vsp import base_score
 
 CWE_ID = re.compile(r"(?<![\w-])CWE[-\u2010\u2011 ]?(\d{1,5})(?!\w)")
@@ -32,6 +34,7 @@ def cwe_ids(text: str, known: dict[str, tuple[str, str]], usable: dict) -> list[
     retires or prohibits for mapping, or one CWE does not hold as a weakness (a category, a view, or no such id)."""
     out: dict[str, dict[str, Any]] = {}
     for match in CWE_ID.finditer(text):
+        check_deadline()
         cwe_id = f"CWE-{int(match.group(1))}"
         if cwe_id in out:
             continue
@@ -47,6 +50,7 @@ def vectors(text: str) -> list[dict[str, Any]]:
     that does not parse is returned with a flag naming what is wrong, never dropped."""
     out, seen = [], set()
     for match in VECTOR.finditer(text):
+        check_deadline()
         if match.group("bare") and not VECTOR_LABEL.search(text[max(0, match.start() - 120):match.start()]):
             continue
         body = (match.group("body") or match.group("bare")).rstrip("/")
@@ -73,20 +77,31 @@ def vectors(text: str) -> list[dict[str, Any]]:
 
 def per_cve(text: str, stated_cwes: list[dict[str, Any]], stated_vectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each CVE id with the CWE and the vector the document states nearest to it (within GROUP_WINDOW characters),
-    when the document states them beside its CVEs; a CVE with neither is left out (nothing stated to group)."""
+    when the document states them beside its CVEs; a CVE with neither is left out (nothing stated to group).
+    Sorted positions and bisection keep it O(n log n) in the ids (a document of thousands of CVEs and CWEs)."""
     cves: dict[str, int] = {}
     for match in CVE_ID.finditer(text):
+        check_deadline()
         cves.setdefault(match.group(0).upper(), match.start())
+    firsts = sorted(cves.values())
+
+    def nearest(items: list[tuple[int, dict[str, Any]]], starts: list[int], position: int):
+        best = None
+        for start, item in items[bisect.bisect_left(starts, position - GROUP_WINDOW):bisect.bisect_right(starts, position + GROUP_WINDOW)]:
+            low, high = min(position, start), max(position, start)
+            if bisect.bisect_left(firsts, high) - bisect.bisect_right(firsts, low) > 0:
+                continue  # another CVE between them: the item belongs to that one
+            if best is None or abs(start - position) < abs(best[0] - position):
+                best = (start, item)
+        return best[1] if best else None
+
+    usable = [sorted(((i["evidence"][0], i) for i in items if not i["flags"]), key=lambda pair: pair[0])
+              for items in (stated_cwes, stated_vectors)]
+    starts = [[start for start, _ in items] for items in usable]
     out = []
     for cve_id, position in cves.items():
-        def nearest(items):
-            close = [i for i in items if abs(i["evidence"][0] - position) <= GROUP_WINDOW and not i["flags"]]
-            # Another CVE between them means the item belongs to that one.
-            close = [i for i in close if not any(min(position, i["evidence"][0]) < p < max(position, i["evidence"][0])
-                                                 for other, p in cves.items() if other != cve_id)]
-            return min(close, key=lambda i: abs(i["evidence"][0] - position), default=None)
-
-        cwe, vector = nearest(stated_cwes), nearest(stated_vectors)
+        check_deadline()
+        cwe, vector = (nearest(items, s, position) for items, s in zip(usable, starts))
         if cwe or vector:
             out.append({"cve_id": cve_id, "cwe_id": cwe["cwe_id"] if cwe else None, "cvss_vector": vector["vector"] if vector else None,
                         "base_score": vector["base_score"] if vector else None, "origin": "stated",
@@ -99,6 +114,7 @@ def affected_lines(text: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     vendor = None
     for match in FIELD_LINE.finditer(text):
+        check_deadline()
         key, value = match.group("key").lower(), match.group("value").strip()
         start = match.start("value")
         if key.startswith("vendor"):

@@ -1,12 +1,12 @@
 """Transformers backend: batched greedy/sampled chat generation and fast choice scoring.
 
-Choice scoring is the hot path of `--mode logprob`. Three things make it fast without changing answers:
-- the prompt prefix shared by all items of a task (system prompt, chat header, the task's instructions) is
-  run once and its key/value cache reused for every batch;
-- items are sorted by length and right-padded, so no row attends to padding and no mask work is needed
-  beyond the causal one;
-- only the hidden state at each row's last real token goes through the LM head, and only the choices'
-  rows of the vocabulary are read.
+Choice scoring is the hot path of `--mode logprob`. A request's scores are the same bits whatever was scored before
+it or beside it: every context is computed in blocks of BLOCK tokens from its start, one forward per block over the
+blocks before it, and the key/value cache of whole blocks is kept (keyed by their tokens) for the next context that
+starts the same way (a task's system prompt and instructions). What a request computes, and in which shapes,
+depends only on its own tokens, never on the batch it came in or the cache state: the earlier shared-prefix-per-batch
+path gave a request other numbers in another batch. Only the hidden state at the last token goes through the LM
+head. The cost against the batched path is in BENCHMARKS.md ("Deterministic choice scoring").
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import DynamicCache
 
+from collections import OrderedDict
+
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.machine import Precision, choose_precision
 from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo, ChoiceRequest, GenerationRequest, LoadOptions,
@@ -28,6 +30,8 @@ from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo,
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BLOCK = 64  # tokens of one context block: the unit of computation and of cache reuse
+CACHE_BYTES = 256 * 2**20  # whole blocks' key/value tensors kept between requests (least recently used dropped first)
 
 
 def pick_device(device: str) -> str:
@@ -85,13 +89,15 @@ class HFBackend(BackendBase):
             raise CybersecqwenError(f"cannot load the model in {path}: {exc}") from None
         self.is_instruct = self.tokenizer.chat_template is not None
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prefix: tuple[tuple[int, ...], DynamicCache | None] = ((), None)
+        self._blocks: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._block_bytes = 0
         self.info = BackendInfo("hf", label or str(path), {"device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
                                                            "precision": str(precision),
                                                            "batch_size": self.batch_size, "prefix_cache": prefix_cache})
 
     def close(self) -> None:
-        self._prefix = ((), None)
+        self._blocks.clear()
+        self._block_bytes = 0
 
     # --- text ---------------------------------------------------------------------------------------------
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
@@ -210,52 +216,49 @@ class HFBackend(BackendBase):
         return scores
 
     def _score_next_token(self, contexts: list[list[int]], choice_ids: list[list[int]]) -> list[list[float]]:
-        if not contexts:
-            return []
-        prefix, cache = self._shared_prefix(contexts)
-        p = len(prefix)
-        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
-        out: list[list[float]] = [[] for _ in contexts]
-        decoder = self.model.get_decoder()
-        head = self.model.get_output_embeddings()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            suffixes = [contexts[i][p:] for i in batch]
-            width = max(len(s) for s in suffixes)
-            ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in suffixes], device=self.device)
-            past = None
-            if cache is not None:
-                past = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)) for k, v in cache])
-            positions = torch.arange(p, p + width, device=self.device).unsqueeze(0).expand(len(batch), -1)
-            attention = torch.ones(len(batch), p + width, dtype=torch.long, device=self.device)
-            hidden = decoder(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=past,
-                             use_cache=cache is not None).last_hidden_state
-            last = torch.tensor([len(s) - 1 for s in suffixes], device=self.device)
-            logits = head(hidden[torch.arange(len(batch), device=self.device), last]).float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for row, i in enumerate(batch):
-                out[i] = logprobs[row, choice_ids[i]].tolist()
-        return out
+        return [self._next_token_logprobs(context)[ids].tolist() for context, ids in zip(contexts, choice_ids)]
 
-    def _shared_prefix(self, contexts: list[list[int]]) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """The longest token prefix all contexts share (each keeps >= 1 own token), and its KV cache."""
+    def _next_token_logprobs(self, context: list[int]) -> torch.Tensor:
+        """Log-probabilities of the token after `context`: its whole blocks (cached), then the rest in one forward."""
+        whole = (len(context) - 1) // BLOCK * BLOCK  # the last forward holds >= 1 token: its logits are the answer
+        past = self._past(context[:whole])
+        ids = torch.tensor([context[whole:]], device=self.device)
+        positions = torch.arange(whole, len(context), device=self.device).unsqueeze(0)
+        hidden = self.model.get_decoder()(input_ids=ids, position_ids=positions, past_key_values=past,
+                                          use_cache=True).last_hidden_state
+        logits = self.model.get_output_embeddings()(hidden[:, -1]).float()
+        return torch.log_softmax(logits, dim=-1)[0]
+
+    def _past(self, tokens: list[int]) -> DynamicCache:
+        """The key/value cache of `tokens` (a whole number of blocks), each block computed over the ones before it."""
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for end in range(BLOCK, len(tokens) + 1, BLOCK):
+            key = tuple(tokens[:end])
+            block = self._blocks.get(key)
+            if block is None:
+                block = self._compute_block(tokens[end - BLOCK : end], end - BLOCK, layers)
+                self._keep(key, block)
+            else:
+                self._blocks.move_to_end(key)
+            layers = block if not layers else [(torch.cat([k, bk], dim=2), torch.cat([v, bv], dim=2))
+                                               for (k, v), (bk, bv) in zip(layers, block)]
+        return DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
+
+    def _compute_block(self, block: list[int], start: int, layers) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        past = DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
+        ids = torch.tensor([block], device=self.device)
+        positions = torch.arange(start, start + len(block), device=self.device).unsqueeze(0)
+        result = self.model.get_decoder()(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True)
+        return [(layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in result.past_key_values.layers]
+
+    def _keep(self, key: tuple[int, ...], block: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not self.prefix_cache:
-            return [], None
-        shared = contexts[0]
-        for c in contexts[1:]:
-            shared = shared[: common_prefix_length(shared, c)]
-        shared = shared[: min(len(c) for c in contexts) - 1]
-        if len(shared) < 2:
-            return [], None
-        key = tuple(shared)
-        cached_key, cached = self._prefix
-        if cached_key != key:
-            ids = torch.tensor([shared], device=self.device)
-            result = self.model.get_decoder()(input_ids=ids, use_cache=True)
-            kv = result.past_key_values
-            cached = [(layer.keys, layer.values) for layer in kv.layers]
-            self._prefix = (key, cached)
-        return shared, cached
+            return
+        self._blocks[key] = block
+        self._block_bytes += sum(k.nbytes + v.nbytes for k, v in block)
+        while self._block_bytes > CACHE_BYTES and len(self._blocks) > 1:
+            _, dropped = self._blocks.popitem(last=False)
+            self._block_bytes -= sum(k.nbytes + v.nbytes for k, v in dropped)
 
     def _sequence_logprob(self, context: list[int], target: list[int]) -> float:
         ids = torch.tensor([context + target], device=self.device)

@@ -1,8 +1,12 @@
 """llama.cpp backend (GGUF files through llama-cpp-python): single-stream generation and choice scoring.
 
 llama.cpp keeps one key/value cache per context; consecutive prompts that share a prefix (a task's
-instructions) reuse it: generation does so inside llama-cpp-python, scoring does it here by rewinding
-`n_tokens` to the shared prefix before evaluating the rest.
+instructions) reuse it. llama.cpp's numbers for a token depend on the batch it was evaluated in (its CPU kernels
+differ by batch shape), so reusing "whatever the last request left" made a request's scores depend on the request
+before it (-85.216 vs -85.130 for the same choice on an AMD EPYC). Every prompt is therefore evaluated in fixed blocks
+of BLOCK tokens counted from its start, and only whole blocks computed that way are reused: each position is computed
+in the same batch whatever came before, so a request's scores and greedy replies are the same bits in any order, on a
+fresh or a used context (tests/models/test_backends.py; the cost is in BENCHMARKS.md, "Deterministic choice scoring").
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from cybersecqwen.models.base import (BASE_MODEL_HINT, BackendBase, BackendInfo,
                                       ModelSpec, chat_pieces, common_prefix_length, cut_at_stop)
 
 log = logging.getLogger(__name__)
+
+
+BLOCK = 64  # tokens of one prompt block: the unit of evaluation and of cache reuse
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,6 +70,7 @@ class LlamaCppBackend(BackendBase):
         self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos) if template else None
         self.info = BackendInfo("llamacpp", label or str(path), {"n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count()})
         self.context_length = self.llm.n_ctx()
+        self._aligned = 0  # cache positions [0, _aligned) hold whole blocks evaluated alone (reusable)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -111,8 +119,13 @@ class LlamaCppBackend(BackendBase):
     def _completion(self, request: GenerationRequest, stream: bool = False):
         # The grammar masks every token that would break the schema: the reply parses by construction.
         grammar = None if request.json_schema is None else self.check_json_schema(request.json_schema)
+        prompt = self.request_ids(request.messages, request.prompt)
+        # The prompt evaluated here in its blocks; llama-cpp-python then finds it cached whole and samples from its
+        # last logits (its own prefix reuse would evaluate the rest in whatever batch the last request left).
+        self._evaluate(prompt)
+        self.llm._requires_eval = False
         return self.llm.create_completion(
-            prompt=self.request_ids(request.messages, request.prompt),
+            prompt=prompt,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=1.0,
@@ -171,12 +184,31 @@ class LlamaCppBackend(BackendBase):
         return [self._logprobs_at(i) for i in range(len(tokens))]
 
     def _next_logprobs(self, tokens: list[int]) -> np.ndarray:
-        """Log-probabilities of the token after `tokens`, reusing the cached prefix of the last call."""
-        llm = self.llm
-        reuse = common_prefix_length(list(llm.input_ids[: llm.n_tokens]), tokens)
-        llm.n_tokens = min(reuse, len(tokens) - 1)  # at least one token must be evaluated to get logits
-        llm.eval(tokens[llm.n_tokens :])
+        """Log-probabilities of the token after `tokens` (evaluated in blocks, reusing the whole blocks cached)."""
+        self._evaluate(tokens)
         return self._logprobs_at(-1)
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Make the context hold `tokens`, with the logits of the last one, computed as on a fresh context: positions
+        in blocks of BLOCK from the start (the last block partial), each block one decode. The cached blocks this call
+        shares with the last one are kept; everything after them is evaluated again."""
+        llm = self.llm
+        if not tokens:
+            raise CybersecqwenError("nothing to evaluate: the prompt tokenized to no tokens")
+        if len(tokens) > llm.n_ctx():
+            raise CybersecqwenError(f"the prompt is {len(tokens)} tokens; this model's context holds {llm.n_ctx()}")
+        shared = common_prefix_length(list(llm.input_ids[: llm.n_tokens]), tokens)
+        keep = min(shared, self._aligned, len(tokens) - 1) // BLOCK * BLOCK  # >= 1 token evaluated: its logits are needed
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        llm.n_tokens = self._aligned = keep
+        for start in range(keep, len(tokens), BLOCK):
+            block = tokens[start : start + BLOCK]
+            llm._batch.set_batch(batch=block, n_past=start, logits_all=False)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[start : start + len(block)] = block
+            llm.n_tokens = start + len(block)
+            if len(block) == BLOCK:
+                self._aligned = start + BLOCK
 
     def _logprobs_at(self, index: int) -> np.ndarray:
         """Log-probabilities from the logits of one position of the last decode (-1: its last)."""

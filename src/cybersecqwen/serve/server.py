@@ -60,7 +60,7 @@ def build_app(model: str, backend_kind: str, settings: ServerSettings, data_dir:
 READ_TIMEOUT_S = 15.0  # a client gets this long to send its request line, headers and body
 FIRST_BYTE_S = 3.0  # a new connection that has sent nothing by then is closed (idle sockets cannot hold the server)
 MAX_CONNECTIONS = 512  # open connections in all; more are answered 503 and closed at once
-MAX_PER_CLIENT = 128  # open connections from one address; a flood from one client cannot lock out the others
+MAX_PER_CLIENT = 128  # open connections from one address (every local client shares 127.0.0.1: see connection_made)
 KEEP_ALIVE_S = 5
 CAP_BODY = b'{"error": {"message": "too many open connections; retry shortly", "type": "unavailable", "code": 503}}'
 
@@ -69,8 +69,12 @@ def bounded_protocol(read_timeout: float, on_refusal=lambda status, reason, clie
     """uvicorn's h11 protocol, bounded where uvicorn is not:
     - a deadline on reading each request (uvicorn bounds idle keep-alive connections but not a client that dribbles
       its headers or body: slowloris), and a shorter one for a new connection's first byte;
-    - a cap on open connections, in all and per client address, answered with a 503 and closed at once (uvicorn's own
-      limit counts idle sockets against every request, so 64 silent sockets refused everyone, health checks included);
+    - a cap on open connections, in all and per client address (uvicorn's own limit counts idle sockets against every
+      request, so 64 silent sockets refused everyone, health checks included). Budgets go by connection state, not
+      address alone: every local client is 127.0.0.1, so a cap by address refused the whole machine once one client
+      held 128 sockets. A connection arriving over a cap closes the oldest connection of that address (of any, for
+      the total cap) that has no request running: idle, or still sending its request line and headers. Only when
+      every such connection is running a request is the newcomer answered 503 and closed;
     - every refusal it makes (these 503s, h11's 400s for malformed requests) reported to `on_refusal`, which counts
       it in /metrics and writes it to the audit log like any answer."""
     import h11
@@ -91,18 +95,40 @@ def bounded_protocol(read_timeout: float, on_refusal=lambda status, reason, clie
         def _host(self) -> str | None:
             return self.client[0] if self.client else None
 
+        _opened = 0.0
+
+        def busy(self) -> bool:
+            """A request of this connection is running (headers in, response not finished)."""
+            return self.cycle is not None and not self.cycle.response_complete
+
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._opened = self.loop.time()
             host = self._host()
-            same = sum(1 for c in self.connections if getattr(c, "client", None) and c.client[0] == host)
-            if len(self.connections) > MAX_CONNECTIONS or same > MAX_PER_CLIENT:
-                transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-                                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(CAP_BODY), CAP_BODY))
-                transport.close()
-                on_refusal(503, "per-client connection cap" if same > MAX_PER_CLIENT else "connection cap", host)
-                return
+            open_ = [c for c in self.connections if not getattr(c, "transport", None) or not c.transport.is_closing()]
+            mine = [c for c in open_ if getattr(c, "client", None) and c.client[0] == host]
+            for over, pool, reason in ((len(mine) > MAX_PER_CLIENT, mine, "per-client connection cap"),
+                                       (len(open_) > MAX_CONNECTIONS, open_, "connection cap")):
+                if over and not self._evict_oldest_waiting(pool, reason):
+                    transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(CAP_BODY), CAP_BODY))
+                    transport.close()
+                    on_refusal(503, reason, host)
+                    return
             self._arm()
             self._first_byte_timer = self.loop.call_later(first_byte, self._timed_out, "idle connection")
+
+        def _evict_oldest_waiting(self, pool, reason: str) -> bool:
+            """Close the oldest connection of `pool` with no request running; False when every one has one."""
+            waiting = [c for c in pool if c is not self and not getattr(c, "busy", lambda: True)()
+                       and not c.transport.is_closing()]
+            if not waiting:
+                return False
+            oldest = min(waiting, key=lambda c: c._opened)
+            on_refusal(None, f"closed for a newer connection: {reason}, it had no request running", oldest._host())
+            oldest._disarm()
+            oldest.transport.close()
+            return True
 
         def data_received(self, data: bytes) -> None:
             if self._first_byte_timer is not None:
