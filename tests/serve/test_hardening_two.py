@@ -316,3 +316,25 @@ def test_requests_over_the_in_flight_limit_get_a_counted_503_but_health_answers(
     assert http.get("/healthz").status_code == 200
     first.join()
     assert 'endpoint="/v1/chat/completions",status="503"' in http.get("/metrics").text
+
+
+@pytest.mark.slow
+def test_the_probes_minor_findings_get_one_clear_answer_each(make_server):
+    """A property named "$ref" is valid JSON Schema (it was refused with "unhashable type: 'dict'"); an empty stop
+    string, logprobs and a 4,000-digit max_tokens each get one 4xx that says what to change, and never echo the input."""
+    server = make_server()
+    base = {**CHAT, "max_tokens": 24}
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        schema = {"type": "object", "properties": {"$ref": {"type": "string", "maxLength": 12}}, "required": ["$ref"]}
+        reply = http.post("/v1/chat/completions", json={**base, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "ref", "schema": schema}}})
+        assert reply.status_code == 200, reply.text
+        assert list(json.loads(reply.json()["choices"][0]["message"]["content"])) == ["$ref"]
+        empty = http.post("/v1/chat/completions", json={**base, "stop": ["", "\n"]})
+        assert empty.status_code == 400 and "empty string" in empty.json()["error"]["message"]
+        for field, value in (("logprobs", True), ("top_logprobs", 3)):
+            refused = http.post("/v1/chat/completions", json={**base, field: value})
+            assert refused.status_code == 400 and "logprobs" in refused.json()["error"]["message"]
+        huge = http.post("/v1/chat/completions", json={**base, "max_tokens": 10**4000})
+        assert huge.status_code == 422 and len(huge.text) < 400 and "4,001 digits" in huge.text
+        assert http.post("/v1/chat/completions", json=base).status_code == 200  # still answering

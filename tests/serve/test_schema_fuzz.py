@@ -70,20 +70,24 @@ def test_the_harness_sees_a_crash_when_nothing_checks(tmp_path):
     assert json.loads(progress.read_text()) == KEYWORD_NAMED
 
 
+FUZZ_EXAMPLES = 2_500  # in `make test`: 10,000 took over 15 minutes on the AMD EPYC without AVX-512 (BENCHMARKS.md)
+
+
 @pytest.mark.slow
-def test_ten_thousand_generated_schemas_never_crash_the_grammar_path(tmp_path):
-    done, progress = _fuzz(tmp_path, "--examples", "10000", timeout=900)
+def test_generated_schemas_never_crash_the_grammar_path(tmp_path):
+    """`python -m tests.serve.schema_fuzz --examples 10000` runs the long form (BENCHMARKS.md, "Schema fuzzing")."""
+    done, progress = _fuzz(tmp_path, "--examples", str(FUZZ_EXAMPLES), timeout=900)
     last = progress.read_text()[:2000] if progress.exists() else "?"
     assert done.returncode == 0, f"the grammar path died (exit {done.returncode}) on: {last}\n{done.stderr[-1500:]}"
     tally = json.loads(done.stdout.strip().splitlines()[-1])
-    assert tally["schemas"] == 10_000
-    # Not vacuous: thousands reached the model, every quantifier spelling and keyword-named properties were tried, and
+    assert tally["schemas"] == FUZZ_EXAMPLES
+    # Not vacuous: hundreds reached the model, every quantifier spelling and keyword-named properties were tried, and
     # llama.cpp's own parse caught what the walker let through (each a 400, none a crash).
-    assert tally["ran"] >= 1000 and tally["refused by the walker"] >= 1000
-    assert tally["keyword-named property"] >= 1000
+    assert tally["ran"] >= FUZZ_EXAMPLES // 10 and tally["refused by the walker"] >= FUZZ_EXAMPLES // 10
+    assert tally["keyword-named property"] >= FUZZ_EXAMPLES // 10
     from tests.serve.schema_fuzz import SPELLINGS
 
-    assert all(tally.get(spelling, 0) >= 50 for spelling in SPELLINGS), tally
+    assert all(tally.get(spelling, 0) >= FUZZ_EXAMPLES // 200 for spelling in SPELLINGS), tally
 
 
 @pytest.mark.slow

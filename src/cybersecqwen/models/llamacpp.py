@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import threading
@@ -104,7 +105,7 @@ class LlamaCppBackend(BackendBase):
         from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
         try:
-            text = JSON_GBNF if json_schema == "{}" else json_schema_to_gbnf(json_schema)
+            text = JSON_GBNF if json_schema == "{}" else _grammar_of(json_schema, json_schema_to_gbnf)
         except Exception as exc:  # noqa: BLE001 - any schema the converter rejects is the caller's error
             raise CybersecqwenError(f"this JSON schema cannot be turned into a grammar: {str(exc)[:200]}") from None
         with _grammar_log_muted():  # llama.cpp prints a refused grammar whole: a client must not fill the log
@@ -217,6 +218,37 @@ class LlamaCppBackend(BackendBase):
         pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, index)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.llm.n_vocab(),))
         return _log_softmax(logits.astype(np.float64))
+
+
+REF_STAND_IN = "cybersecqwenrefproperty"  # a property named "$ref", renamed while llama-cpp-python converts the schema
+
+
+def _grammar_of(json_schema: str, convert) -> str:
+    """llama-cpp-python's converter reads every "$ref" key as a reference, a property named "$ref" too (valid JSON
+    Schema; it failed with "unhashable type: 'dict'"): such properties are converted under a stand-in name, and the
+    name's JSON literal is written back into the grammar."""
+    schema = json.loads(json_schema)
+    if not _rename_ref_properties(schema):
+        return convert(json_schema)
+    return convert(json.dumps(schema)).replace(f'\\"{REF_STAND_IN}\\"', '\\"$ref\\"')
+
+
+def _rename_ref_properties(node) -> bool:
+    renamed = False
+    if isinstance(node, list):
+        return any([_rename_ref_properties(item) for item in node])
+    if not isinstance(node, dict):
+        return False
+    properties = node.get("properties")
+    if isinstance(properties, dict) and "$ref" in properties:
+        node["properties"] = {REF_STAND_IN if name == "$ref" else name: value for name, value in properties.items()}
+        if isinstance(node.get("required"), list):
+            node["required"] = [REF_STAND_IN if name == "$ref" else name for name in node["required"]]
+        renamed = True
+    for key, value in node.items():
+        if key not in ("enum", "const", "default", "examples"):
+            renamed = _rename_ref_properties(value) or renamed
+    return renamed
 
 
 def _past(deadline: float | None):

@@ -226,7 +226,8 @@ def create_app(backend: Backend, service: CtiService | None, settings: ServerSet
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        # Each message cut to 200 characters: a 4,000-digit number or a long string is never echoed whole.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])[:80]}: {str(e['msg'])[:200]}" for e in exc.errors()[:5])
         return JSONResponse(error_body(f"invalid request: {problems}", "invalid_request_error", 422), 422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -92,7 +92,8 @@ class SlotResponse(StreamingResponse):
 
 def token_limit(requested: int | None, limit: int) -> int:
     if requested is not None and requested > limit:
-        raise ApiError(422, f"max_tokens {requested} is over this server's limit of {limit}")
+        shown = str(requested) if requested < 10**12 else f"of {len(str(requested)):,} digits"  # never echo a huge number whole
+        raise ApiError(422, f"max_tokens {shown} is over this server's limit of {limit}")
     return requested or min(512, limit)
 
 
@@ -113,6 +114,11 @@ def openai_router(backend: Backend, gate: ModelGate, settings, metrics) -> APIRo
         limits = [n for n in (body.max_tokens, body.max_completion_tokens) if n is not None]
         max_tokens = token_limit(min(limits) if limits else None, settings.max_tokens)
         stop = tuple([body.stop] if isinstance(body.stop, str) else body.stop or [])
+        if any(s == "" for s in stop):  # an empty stop string matches before the first token: the reply would be empty
+            raise ApiError(400, "stop: an empty string stops before anything is written; send non-empty stop strings or leave stop out")
+        if body.logprobs or body.top_logprobs is not None:
+            raise ApiError(400, "logprobs/top_logprobs are not returned by /v1/chat/completions here; the structured "
+                                "endpoints (/v1/cwe/classify, /v1/cti/ask, ...) return each candidate's probability")
         schema = None
         if body.response_format and body.response_format.type == "json_schema":
             if body.response_format.json_schema is None:

@@ -40,6 +40,9 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     n: int | None = Field(None, description="Only one choice per request is supported: n other than 1 is a 400")
     response_format: ResponseFormat | None = None
+    # Refused when asked for (400), never silently dropped: a client must know it gets no log-probabilities.
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     # OpenAI clients send fields we do not use (top_p, user, ...): ignored; the ones above are checked strictly.
     model_config = ConfigDict(extra="ignore", strict=True)
 
