@@ -2,7 +2,7 @@
 
 This project's CPUs differ between sessions: an Intel Xeon with AMX, an AMD EPYC with AVX-512 BF16, an AMD EPYC
 with no AVX-512 at all. bf16 is fast only where the CPU has instructions for it (AMX-BF16 or AVX512_BF16); elsewhere
-torch emulates it and it is 3-4x slower than fp32 end to end (BENCHMARKS.md, "Precision by CPU kind").
+torch emulates it and it is 3-4x slower than fp32 end to end (BENCHMARKS.md, "Issue 33: same request, same answer").
 
 The rule `auto` follows, per use:
 - training: bf16 where the device computes it natively (CUDA with bf16, or a CPU with AMX-BF16 / AVX512_BF16; the

@@ -6,21 +6,20 @@ blocks before it, and the key/value cache of whole blocks is kept (keyed by thei
 starts the same way (a task's system prompt and instructions). What a request computes, and in which shapes,
 depends only on its own tokens, never on the batch it came in or the cache state: the earlier shared-prefix-per-batch
 path gave a request other numbers in another batch. Only the hidden state at the last token goes through the LM
-head. The cost against the batched path is in BENCHMARKS.md ("Deterministic choice scoring").
+head. What was measured of its cost is in BENCHMARKS.md ("Issue 33: same request, same answer").
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import DynamicCache
-
-from collections import OrderedDict
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.machine import Precision, choose_precision
@@ -221,11 +220,7 @@ class HFBackend(BackendBase):
     def _next_token_logprobs(self, context: list[int]) -> torch.Tensor:
         """Log-probabilities of the token after `context`: its whole blocks (cached), then the rest in one forward."""
         whole = (len(context) - 1) // BLOCK * BLOCK  # the last forward holds >= 1 token: its logits are the answer
-        past = self._past(context[:whole])
-        ids = torch.tensor([context[whole:]], device=self.device)
-        positions = torch.arange(whole, len(context), device=self.device).unsqueeze(0)
-        hidden = self.model.get_decoder()(input_ids=ids, position_ids=positions, past_key_values=past,
-                                          use_cache=True).last_hidden_state
+        hidden = self._forward(context[whole:], whole, self._past(context[:whole])).last_hidden_state
         logits = self.model.get_output_embeddings()(hidden[:, -1]).float()
         return torch.log_softmax(logits, dim=-1)[0]
 
@@ -244,11 +239,14 @@ class HFBackend(BackendBase):
                                                for (k, v), (bk, bv) in zip(layers, block)]
         return DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
 
+    def _forward(self, tokens: list[int], start: int, past: DynamicCache):
+        """The decoder over `tokens` at positions start.. after the cache `past` (which it extends)."""
+        ids = torch.tensor([tokens], device=self.device)
+        positions = torch.arange(start, start + len(tokens), device=self.device).unsqueeze(0)
+        return self.model.get_decoder()(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True)
+
     def _compute_block(self, block: list[int], start: int, layers) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        past = DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
-        ids = torch.tensor([block], device=self.device)
-        positions = torch.arange(start, start + len(block), device=self.device).unsqueeze(0)
-        result = self.model.get_decoder()(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True)
+        result = self._forward(block, start, DynamicCache(ddp_cache_data=layers) if layers else DynamicCache())
         return [(layer.keys[:, :, start:].clone(), layer.values[:, :, start:].clone()) for layer in result.past_key_values.layers]
 
     def _keep(self, key: tuple[int, ...], block: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

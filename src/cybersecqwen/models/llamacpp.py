@@ -6,7 +6,7 @@ differ by batch shape), so reusing "whatever the last request left" made a reque
 before it (-85.216 vs -85.130 for the same choice on an AMD EPYC). Every prompt is therefore evaluated in fixed blocks
 of BLOCK tokens counted from its start, and only whole blocks computed that way are reused: each position is computed
 in the same batch whatever came before, so a request's scores and greedy replies are the same bits in any order, on a
-fresh or a used context (tests/models/test_backends.py; the cost is in BENCHMARKS.md, "Deterministic choice scoring").
+fresh or a used context (tests/models/test_backends.py; BENCHMARKS.md, "Issue 33: same request, same answer").
 """
 
 from __future__ import annotations

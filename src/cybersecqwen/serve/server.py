@@ -120,8 +120,7 @@ def bounded_protocol(read_timeout: float, on_refusal=lambda status, reason, clie
 
         def _evict_oldest_waiting(self, pool, reason: str) -> bool:
             """Close the oldest connection of `pool` with no request running; False when every one has one."""
-            waiting = [c for c in pool if c is not self and not getattr(c, "busy", lambda: True)()
-                       and not c.transport.is_closing()]
+            waiting = [c for c in pool if c is not self and not getattr(c, "busy", lambda: True)()]  # pool: open ones
             if not waiting:
                 return False
             oldest = min(waiting, key=lambda c: c._opened)
