@@ -1,76 +1,81 @@
-"""LoRA SFT tokens/s on this CPU: the CPU recipe's setup vs a plain SFTTrainer with its defaults, same data.
+"""LoRA SFT tokens/s and peak memory on this CPU: today's CPU recipe vs one packed forward per step, same examples.
 
-    CYBERSECQWEN_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_cpu.py --corpus runs/corpus --steps 10
+    CYBERSECQWEN_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_cpu.py --corpus runs/corpus --steps 20
 
-Both train the embedded SmolLM2-135M with the same LoRA (the recipe's r, alpha, targets), batch size, max
-length, seed and therefore the same examples in the same order, for the same number of steps. Tokens/s counts
-real (non-padding) tokens; "equal loss behaviour" is checked step by step (largest per-step loss difference).
-The plain setup is SFTTrainer's defaults: padded batches, gradient checkpointing on, bf16 autocast.
+Both train the recipe's model (the embedded SmolLM2-135M) with its LoRA, precision, learning rate and seed, on the
+same real corpus examples in the same order, 4 examples per optimizer step:
+- "one example per forward": per_device_batch_size 1 x gradient_accumulation 4 (the demo recipe until issue 34);
+- "one packed forward": per_device_batch_size 4 x gradient_accumulation 1, the four examples concatenated into one
+  padding-free row with attention per example (train.attention: packed).
+Each setup runs in its own process, so the peak RSS is its own. Tokens/s counts real (non-padding) tokens over the
+whole run (the first step included); the per-step loss difference shows the two learn the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cybersecqwen.config import load_recipe
-from cybersecqwen.train.sft import base_model_dir, build_trainer, read_corpus
+# (batch, accumulation, attention, recompute activations of micro-batches over N tokens): the packed row holds four
+# examples, so its threshold is four times the one-example row's (the same examples are recomputed).
+SETUPS = {"one example per forward (batch 1 x accumulation 4)": (1, 4, "sdpa", 512),
+          "one packed forward (batch 4, attention per example)": (4, 1, "packed", 2048)}
 
 
-def run(trainer, tokens: int | None = None) -> dict:
-    trainer.args.logging_steps = 1
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    tokens = tokens or trainer.state.num_input_tokens_seen
+def one(recipe_path: Path, corpus: Path, steps: int, setup: str) -> dict:
+    from cybersecqwen.config import load_recipe
+    from cybersecqwen.train.sft import build_trainer
+
+    recipe = load_recipe(recipe_path)
+    batch, accumulation, attention, above = SETUPS[setup]
+    recipe.train.per_device_batch_size, recipe.train.gradient_accumulation, recipe.train.attention = batch, accumulation, attention
+    recipe.train.gradient_checkpointing, recipe.train.gradient_checkpointing_above = True, above
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, machine, _ = build_trainer(recipe, corpus, Path(tmp), steps)
+        trainer.args.save_strategy, trainer.args.logging_steps = "no", 1
+        started = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - started
+    tokens = int(trainer.state.num_input_tokens_seen)
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "tokens": tokens, "final_loss": result.training_loss,
-            "losses": losses}
-
-
-def plain_trainer(recipe, corpus: Path, out: Path, steps: int):
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
-    args = SFTConfig(output_dir=str(out), use_cpu=True, max_steps=steps, per_device_train_batch_size=recipe.train.per_device_batch_size,
-                     max_length=recipe.train.max_length, learning_rate=recipe.train.learning_rate, report_to="none",
-                     save_strategy="no", seed=recipe.train.seed, dataset_num_proc=1, disable_tqdm=True,
-                     include_num_input_tokens_seen="non_padding",
-                     lr_scheduler_type=recipe.train.lr_scheduler, warmup_steps=recipe.train.warmup_ratio)
-    peft = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-                      target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM")
-    return SFTTrainer(model=str(base_model_dir(recipe)), args=args, train_dataset=Dataset.from_list(read_corpus(corpus, "train")),
-                      peft_config=peft)
+            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "precision": machine["precision"],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipe", type=Path, default=Path("configs/recipes/smollm2-135m-cpu.yaml"))
     parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--only", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe)
+    if args.only:
+        print("RESULT " + json.dumps(one(args.recipe, args.corpus, args.steps, args.only)))
+        return
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = plain_trainer(recipe, args.corpus, Path(tmp) / "plain", args.steps)
-        # Padded batches carry an attention mask, so its non-padding count is exact; the padding-free run sees the
-        # same examples in the same order and is credited with the same number.
-        rows["plain SFTTrainer defaults (padded, gradient checkpointing, bf16 autocast)"] = plain_row = run(plain)
-        tokens = plain_row["tokens"]
-        ours, _, _ = build_trainer(recipe, args.corpus, Path(tmp) / "ours", args.steps)
-        ours.args.save_strategy = "no"
-        rows["cybersecqwen recipe (padding-free, no checkpointing, bf16 autocast)"] = run(ours, tokens)
+    for setup in SETUPS:
+        command = [sys.executable, __file__, "--recipe", str(args.recipe), "--corpus", str(args.corpus),
+                   "--steps", str(args.steps), "--only", setup]
+        output = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+        line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            raise SystemExit(f"{setup} failed:\n{output.stderr[-3000:]}")
+        rows[setup] = json.loads(line[len("RESULT "):])
     base = next(iter(rows.values()))
-    print("| setup | tokens/s | speed-up | real tokens | seconds | final train loss | largest per-step loss difference |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"# {args.steps} optimizer steps of 4 examples, {args.recipe.name}, precision {base['precision']}")
+    print("| setup | tokens/s | speed-up | real tokens | seconds | peak RSS GB | final train loss | largest per-step loss difference |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         gap = max(abs(a - b) for a, b in zip(row["losses"], base["losses"]))
         print(f"| {name} | {row['tokens_per_s']:.0f} | {row['tokens_per_s'] / base['tokens_per_s']:.2f}x | {row['tokens']} | "
-              f"{row['seconds']:.0f} | {row['final_loss']:.3f} | {gap:.3f} |")
+              f"{row['seconds']:.0f} | {row['peak_rss_gb']:.2f} | {row['final_loss']:.3f} | {gap:.4f} |")
     print(json.dumps(rows))
 
 

@@ -22,7 +22,7 @@ LAYERS = [
     {"tasks", "models"},
     {"catalogs"},
     {"datafiles"},
-    {"io", "progress", "machine"},
+    {"io", "progress", "machine", "names"},
     {"errors", "__init__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -79,7 +79,10 @@ class TrainSettings(Strict):
     # auto: bf16 where the device computes it natively, else fp32 (machine.choose_precision); an explicit value wins.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     optimizer: str = Field("adamw_torch", description="a transformers optim name; paged_adamw_8bit needs bitsandbytes + CUDA")
-    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # packed: a padding-free row's examples attend each to itself only, attention over real pairs alone
+    # (train/packed_attention.py); on CUDA with flash-attn its variable-length kernel. auto: FlashAttention-2 where
+    # installed on a GPU, else packed.
+    attention: Literal["auto", "packed", "sdpa", "flash_attention_2", "eager"] = "auto"
     gradient_checkpointing: bool = False
     # With gradient_checkpointing: recompute only micro-batches of more than this many tokens. The longest rows set
     # the memory peak while most tokens sit in short rows, so this bounds memory for a fraction of the recompute
@@ -97,6 +100,10 @@ class TrainSettings(Strict):
     checkpoint_every: int = Field(50, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     eval_every: int | None = Field(None, gt=0)
+    # The learning curve (train/curve.py): corpus-validation MCQ and RCM accuracy and answer loss at step 0 and
+    # curve_points - 1 evenly spaced steps, on curve_items validation examples of each task; null: no curve.
+    curve_points: int | None = Field(None, ge=2)
+    curve_items: int = Field(40, gt=0)
     logging_every: int = Field(5, gt=0)
     seed: int = 42
 

@@ -265,6 +265,7 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
                 lines.append("\nPublished, NOT comparable with the base run (what differs): "
                              + "; ".join(describe(r) for r in row["not_comparable"]) + ".")
             lines.append("")
+    lines += curve_lines(card.get("curve") or [])
     train = card.get("train") or {}
     if train:
         lines += ["## Training cost", "", f"{train.get('steps')} steps, {train.get('tokens')} tokens, {train.get('wall_seconds')} s wall, "
@@ -276,11 +277,44 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
     return "\n".join(lines)
 
 
+def curve_lines(curve: list[dict[str, Any]]) -> list[str]:
+    """The learning curve as a table: corpus-validation accuracy and answer loss at each measured step."""
+    if not curve:
+        return []
+    lines = ["## Learning curve (corpus validation)", "",
+             f"The same {curve[0]['items'].get('cti-mcq', 0)} MCQ and {curve[0]['items'].get('cti-rcm', 0)} RCM validation "
+             "examples at each point, scored in the trained form (MCQ letters by log-probability, RCM greedy reply); step 0 "
+             "is the base model. Validation questions are the corpus's own, not CTI-Bench's.", "",
+             "| step | epoch | MCQ accuracy | RCM accuracy | answer loss |", "|---|---|---|---|---|"]
+    for row in curve:
+        lines.append(f"| {row['step']} | {row['epoch']:.2f} | {fmt(row['mcq_accuracy'])} | {fmt(row['rcm_accuracy'])} | "
+                     f"{row['val_loss']:.3f} |")
+    return lines + [""]
+
+
+def plot_curve(ax, curve: list[dict[str, Any]]) -> None:
+    steps = [row["step"] for row in curve]
+    for key, label, color in (("mcq_accuracy", "MCQ accuracy", "#4472c4"), ("rcm_accuracy", "RCM accuracy", "#70ad47")):
+        ax.plot(steps, [row[key] if row[key] is not None else float("nan") for row in curve], "o-", color=color, label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("step")
+    loss = ax.twinx()
+    loss.plot(steps, [row["val_loss"] for row in curve], "s--", color="#7f7f7f", label="answer loss")
+    loss.set_ylabel("answer loss", fontsize=8)
+    ax.set_title("learning curve\n(corpus validation)", fontsize=9)
+    handles = ax.get_legend_handles_labels()[0] + loss.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7)
+
+
 def plot(card: dict[str, Any], path: Path) -> None:
     panels = [(p, t, row) for p, tasks in card["protocols"].items() for t, row in tasks.items()]
-    if not panels:
+    curve = card.get("curve") or []
+    if not panels and not curve:
         return
-    with png_figure(path, ncols=len(panels), figsize=(3.2 * len(panels) + 1, 3.8), squeeze=False) as (fig, axes):
+    columns = len(panels) + (1 if curve else 0)
+    with png_figure(path, ncols=columns, figsize=(3.2 * columns + 1, 3.8), squeeze=False) as (fig, axes):
+        if curve:
+            plot_curve(axes[0][-1], curve)
         colors = {"base": "#a5a5a5", "tuned": "#4472c4", "quantized": "#70ad47", "heads": "#ed7d31", "fused": "#7030a0"}
         for ax, (protocol, task_name, row) in zip(axes[0], panels):
             for x, (label, model) in enumerate(row["models"].items()):
@@ -310,6 +344,9 @@ def write_scorecard(pipeline) -> dict[str, Any]:
     heads = pipeline.output("heads") / "model"
     if (heads / "manifest.json").is_file():
         hint += f" --heads {heads}"  # the server fuses them with the model (fusion.json holds the learned weights)
+    from cybersecqwen.train.curve import read_curve
+
+    card["curve"] = read_curve(pipeline.output("train"))
     write_json(pipeline.out / "scorecard.json", card)
     plot(card, pipeline.out / "scorecard.png")
     write_text(pipeline.out / "scorecard.md", markdown(card, hint))

@@ -61,3 +61,17 @@ def test_the_scorecard_says_whether_training_taught_the_task_and_how_it_was_scor
     assert "the tuned model does NOT significantly differ from its base (paired p = 0.6)" in text
     mixed = markdown({**card, "protocols": {"ctibench": {"cti-mcq": scored_row(0.0, 1.0, {"base": "generate", "tuned": "logprob"})}}}, "")
     assert "Scored in DIFFERENT modes (not comparable)" in mixed
+
+
+def test_the_learning_curve_is_a_table_and_a_panel_of_the_figure(tmp_path):
+    from cybersecqwen.scorecard import markdown, plot
+
+    curve = [{"step": s, "epoch": s / 100, "mcq_accuracy": a, "rcm_accuracy": r, "val_loss": l, "items": {"cti-mcq": 40, "cti-rcm": 40}}
+             for s, a, r, l in ((0, 0.25, 0.0, 3.1), (50, 0.30, 0.1, 2.2), (100, 0.35, None, 1.9))]
+    card = {"recipe": "r", "stages": {}, "protocols": {}, "curve": curve}
+    text = markdown(card, "")
+    assert "## Learning curve (corpus validation)" in text and "40 MCQ and 40 RCM validation examples" in text
+    assert "| 50 | 0.50 | 30.0% | 10.0% | 2.200 |" in text and "| 100 | 1.00 | 35.0% | n/a | 1.900 |" in text
+    plot(card, tmp_path / "card.png")
+    assert (tmp_path / "card.png").stat().st_size > 5_000
+    assert "Learning curve" not in markdown({**card, "curve": []}, "")

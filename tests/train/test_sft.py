@@ -342,3 +342,88 @@ def test_rows_padded_to_a_multiple_train_exactly_like_unpadded_ones(tiny_qwen3, 
     losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (padded, plain)]
     assert losses[0] == pytest.approx(losses[1], abs=1e-4)
     assert padded.state.num_input_tokens_seen == plain.state.num_input_tokens_seen  # padding is not counted as tokens
+
+
+def test_one_packed_forward_per_step_trains_like_one_example_per_forward(tiny_qwen3, source_mirror, tmp_path):
+    from cybersecqwen.train.packed_attention import NAME
+    from cybersecqwen.train.sft import build_trainer
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=4)  # fp32: no kernel rounding in the comparison
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+
+    def trained(batch: int, accumulation: int, attention: str):
+        recipe = load_recipe(recipe_path)
+        recipe.train.per_device_batch_size, recipe.train.gradient_accumulation = batch, accumulation
+        recipe.train.attention, recipe.train.pad_to_multiple_of = attention, 32
+        trainer, machine, _ = build_trainer(recipe, corpus, tmp_path / f"run-{batch}-{attention}")
+        trainer.args.save_strategy = "no"
+        trainer.train()
+        return trainer, machine
+
+    separate, _ = trained(1, 4, "sdpa")  # today's CPU recipe: four forwards a step
+    packed, machine = trained(4, 1, "packed")  # the same four examples in one row, attention per example
+    assert machine["attention"] == NAME
+    assert packed.state.global_step == separate.state.global_step == 4
+    assert packed.state.num_input_tokens_seen == separate.state.num_input_tokens_seen  # the same examples a step
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (packed, separate)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+
+
+def test_the_learning_curve_measures_base_and_trained_points_and_resumes_without_repeating(tiny_qwen3, source_mirror,
+                                                                                          tmp_path):
+    from cybersecqwen.train.curve import read_curve
+    from cybersecqwen.train.sft import train
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=4)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+    recipe = load_recipe(recipe_path)
+    recipe.train.curve_points, recipe.train.curve_items = 3, 3
+    out = tmp_path / "run"
+    train(recipe, corpus, out)
+    curve = read_curve(out)
+    assert [row["step"] for row in curve] == [0, 2, 4]  # the base model, then evenly spaced, ending at the last step
+    for row in curve:
+        assert 0 <= row["mcq_accuracy"] <= 1 and 0 <= row["rcm_accuracy"] <= 1 and row["val_loss"] > 0
+        assert row["items"]["cti-mcq"] > 0 and row["items"]["cti-rcm"] > 0
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]  # lr 1e-3 on the tiny model: the answers' loss falls
+    train(recipe, corpus, out)  # finished run resumed: nothing measured twice
+    assert [row["step"] for row in read_curve(out)] == [0, 2, 4]
+
+
+def test_a_curve_with_nothing_to_evaluate_is_refused_before_the_model_loads(tiny_qwen3, source_mirror, tmp_path):
+    from cybersecqwen.train.sft import build_trainer
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=2)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+    lines = (corpus / "val.jsonl").read_text().splitlines()
+    (corpus / "val.jsonl").write_text("".join(l + "\n" for l in lines if json.loads(l)["task"] not in ("cti-mcq", "cti-rcm")))
+    recipe = load_recipe(recipe_path)
+    recipe.train.curve_points = 5
+    with pytest.raises(CybersecqwenError, match="curve_points is set but .* holds no cti-mcq or cti-rcm validation"):
+        build_trainer(recipe, corpus, tmp_path / "run")
+
+
+def test_a_resumed_run_whose_recipe_or_corpus_changed_is_refused_naming_what(tiny_qwen3, source_mirror, tmp_path):
+    from cybersecqwen.train.sft import train
+
+    recipe_path = write_recipe(tmp_path, base=str(tiny_qwen3), steps=2)
+    corpus = tmp_path / "qcorpus"
+    build_corpus(load_recipe(recipe_path), corpus, source_mirror)
+    out = tmp_path / "run"
+    train(load_recipe(recipe_path), corpus, out)
+    changed = load_recipe(recipe_path)
+    changed.train.learning_rate = 5e-4
+    with pytest.raises(CybersecqwenError, match=r"another run \(train.learning_rate changed since\)"):
+        train(changed, corpus, out)
+    other = load_recipe(recipe_path)
+    other.data.val_fraction = 0.3
+    other_corpus = tmp_path / "other-corpus"
+    build_corpus(other, other_corpus, source_mirror)
+    with pytest.raises(CybersecqwenError, match=r"corpus file train.jsonl, corpus file val.jsonl changed"):
+        train(load_recipe(recipe_path), other_corpus, out)
+    cadence = load_recipe(recipe_path)
+    cadence.train.logging_every = 3  # how often it logs is not what it learns: resumes
+    assert train(cadence, corpus, out)["resumed"]

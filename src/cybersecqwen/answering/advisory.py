@@ -304,8 +304,7 @@ def find_actors(service: CtiService, text: str) -> list[dict[str, Any]]:
         return []
     gazetteer, by_name = index
     found: dict[str, dict[str, Any]] = {}
-    for match in gazetteer.pattern.finditer(text):
-        check_deadline()
+    for match in gazetteer.finditer(text, check_deadline):
         actor = by_name[match.group(0).strip().lower()]
         if not plainly_named(actor, match, text, service.catalogs.common_words):
             continue

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any, Iterable
 
 from cybersecqwen.answering.deadline import check_deadline
+from cybersecqwen.names import NameFinder
 
 VERSION = r"v?\d+(?:\.[0-9A-Za-z]+)*"
 RANGE = re.compile(
@@ -48,12 +49,12 @@ class ProductIndex:
             best.setdefault(product.lower(), (vendor if vendor.lower() not in PLACEHOLDERS else "", product))
         self.products = {k: v for k, v in best.items() if len(k) >= 3 and k not in GENERIC and not k.isdigit()}
         names = sorted((v[1] for v in self.products.values() if not plain_word(v[1])), key=lambda n: (-len(n), n))
-        self.pattern = re.compile("(?<![\\w-])(?:" + "|".join(re.escape(n) for n in names) + ")(?![\\w-])", re.IGNORECASE) if names else None
+        self.pattern = NameFinder(names) if names else None
         plain = sorted(((v[0], v[1]) for v in self.products.values() if plain_word(v[1]) and v[0]), key=lambda p: -len(p[1]))
         self.vendors = {v.lower(): v for v, _ in self.products.values() if v and len(v) >= 2}
         self.by_vendor_product = {f"{v} {p}".lower(): (v, p) for v, p in plain}
-        self.vendor_products = re.compile("|".join(f"(?:{re.escape(v)}\\s+{re.escape(p)})(?![\\w-])" for v, p in plain),
-                                          re.IGNORECASE) if plain else None
+        # "Vendor Product" with any whitespace between; no guard before the vendor's name.
+        self.vendor_products = NameFinder((f"{v} {p}" for v, p in plain), left="", flexible_spaces=True) if plain else None
 
     @classmethod
     def from_records(cls, records: Iterable[Any]) -> "ProductIndex":
@@ -73,8 +74,7 @@ class ProductIndex:
         for pattern, table in ((self.pattern, self.products), (self.vendor_products, self.by_vendor_product)):
             if pattern is None:
                 continue
-            for match in pattern.finditer(text):
-                check_deadline()
+            for match in pattern.finditer(text, check_deadline):
                 vendor, product = table[re.sub(r"\s+", " ", match.group(0)).lower()]
                 add(product, match.end() - len(product) if table is self.by_vendor_product else match.start(), match.end(), vendor, 0.8)
         subject = SUBJECT.match(text)

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 from cybersecqwen import catalogs
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.names import NameFinder
 from cybersecqwen.tasks.base import INVALID, Answer, Item, Task, ratio, validity
 from cybersecqwen.tasks.patterns import strip_markdown
 from cybersecqwen.tasks.registry import register
@@ -107,15 +108,17 @@ class Gazetteer:
         usable = {name for name in usable if name.lower() not in STOP_NAMES and not name.isdigit()}
         if not usable:
             raise CybersecqwenError("the threat-actor gazetteer is empty: no actor names were loaded")
-        alternation = "|".join(re.escape(name) for name in sorted(usable, key=lambda n: (-len(n), n)))
-        self.pattern = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
+        self.finder = NameFinder(usable, left="(?<![A-Za-z0-9])", right="(?![A-Za-z0-9])")
         self.size = len(usable)
 
+    def finditer(self, text: str, tick=None):
+        return self.finder.finditer(text, tick)
+
     def mentions(self, text: str) -> list[str]:
-        return [match.group(0).strip().lower() for match in self.pattern.finditer(text)]
+        return [match.group(0).strip().lower() for match in self.finder.finditer(text)]
 
     def first(self, text: str) -> str | None:
-        match = self.pattern.search(text)
+        match = self.finder.search(text)
         return match.group(0).strip().lower() if match else None
 
 

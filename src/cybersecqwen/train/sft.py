@@ -108,16 +108,24 @@ def machine_settings(recipe: Recipe) -> dict[str, Any]:
         log.warning("optimizer %s needs bitsandbytes and a GPU; using adamw_torch", optimizer)
         optimizer = "adamw_torch"
     settings["optim"] = optimizer
-    attention = recipe.train.attention
-    if attention in ("auto", "flash_attention_2"):
-        if cuda and importlib.util.find_spec("flash_attn") is not None:
-            attention = "flash_attention_2"
-        else:
-            if attention == "flash_attention_2":
-                log.warning("FlashAttention-2 is not installed or no GPU; using SDPA")
-            attention = "sdpa"
-    settings["attention"] = attention
+    settings["attention"] = choose_attention(recipe.train.attention, cuda)
     return settings
+
+
+def choose_attention(asked: str, cuda: bool) -> str:
+    """The attn_implementation to load the model with. FlashAttention-2's variable-length kernel already keeps the
+    examples of a packed row apart; without it, `packed` does so per example on SDPA (train/packed_attention.py)."""
+    flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    if asked in ("auto", "packed", "flash_attention_2") and flash:
+        return "flash_attention_2"
+    if asked == "flash_attention_2":
+        log.warning("FlashAttention-2 is not installed or no GPU; using SDPA")
+        return "sdpa"
+    if asked in ("auto", "packed"):
+        from cybersecqwen.train.packed_attention import register
+
+        return register()
+    return asked
 
 
 class StopOnSignal:
@@ -214,6 +222,11 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     base = base_model_dir(recipe)
     check_tokenizer_match(corpus, base, recipe)
     train_rows, val_rows = read_corpus(corpus, "train"), read_corpus(corpus, "val")
+    curve = None
+    if recipe.train.curve_points:
+        from cybersecqwen.train.curve import curve_sample
+
+        curve = curve_sample(corpus, recipe.train.curve_items, recipe.train.seed)
     check_disk(out, base)
     machine = machine_settings(recipe)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -270,6 +283,10 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(val_rows) if val_rows and settings.eval_every else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or [])
+    if curve is not None:
+        from cybersecqwen.train.curve import CurveEvaluator, curve_callback
+
+        trainer.add_callback(curve_callback(out, CurveEvaluator(tokenizer, curve, machine["bf16"]), settings.curve_points))
     if padding_free and settings.pad_to_multiple_of:
         trainer.data_collator = PadRowEnds(trainer.data_collator, settings.pad_to_multiple_of, tokenizer.pad_token_id)
     from transformers.trainer_callback import PrinterCallback
@@ -360,9 +377,40 @@ def budget(recipe: Recipe, trainer, train_examples: int) -> dict[str, Any]:
                      "set_by": "max_steps" if trainer.args.max_steps > 0 else "train.epochs"}}
 
 
+# Settings a resumed run may change: how often it logs and saves, not what it learns.
+CADENCE = {"logging_every", "checkpoint_every", "keep_checkpoints"}
+
+
+def run_identity(recipe: Recipe, corpus: Path, max_steps: int | None) -> dict[str, Any]:
+    """What a run's checkpoints were trained from: the recipe's model, LoRA and training settings, the corpus files."""
+    manifest = corpus / "manifest.json"
+    files = json.loads(manifest.read_text()).get("files", {}) if manifest.is_file() else {}
+    train_settings = {k: v for k, v in recipe.train.model_dump(mode="json").items() if k not in CADENCE}
+    return {"model": recipe.model.model_dump(mode="json"), "lora": recipe.lora.model_dump(mode="json"),
+            "train": {**train_settings, "max_steps": max_steps or recipe.train.max_steps}, "corpus": files}
+
+
+def check_resume(out: Path, identity: dict[str, Any]) -> None:
+    """A run folder with checkpoints resumes only the run it holds: a changed recipe or corpus is refused, naming
+    what changed, before any compute."""
+    path = out / "run-identity.json"
+    if not path.is_file() or not any((out / "checkpoints").glob("checkpoint-*")):
+        return
+    before = json.loads(path.read_text())
+    changed = [f"{part}.{key}" for part in identity for key in sorted(set(identity[part]) | set(before.get(part, {})))
+               if identity[part].get(key) != before.get(part, {}).get(key)]
+    if changed:
+        what = ", ".join(c.replace("corpus.", "corpus file ") for c in changed[:6]) + (" ..." if len(changed) > 6 else "")
+        raise CybersecqwenError(f"{out} holds checkpoints of another run ({what} changed since): resume with the same "
+                                f"recipe and corpus, or train into a new --out (or delete {out / 'checkpoints'})")
+
+
 def train(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None = None) -> dict[str, Any]:
+    identity = run_identity(recipe, corpus, max_steps)
+    check_resume(out, identity)
     with StopOnSignal() as stopper:
         trainer, machine, base = build_trainer(recipe, corpus, out, max_steps, make_callbacks(out, stopper))
+        write_json(out / "run-identity.json", identity)
         resume_from = latest_complete_checkpoint(out / "checkpoints")
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         resume = resume_from is not None
