@@ -2,7 +2,7 @@
 timeout, adversarial advisory texts. Starts `cybersecqwen serve` on a free port (heads-only with --no-model, or the
 embedded model fused with the heads) and talks HTTP to it like any client.
 
-    .venv/bin/python benchmarks/serve_fairness.py [--repeats 1000] [--fused-repeats 1000] [--heads DIR]
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_fairness.py [--repeats 1000] [--fused-repeats 1000] [--heads DIR]
 
 - repeats: heads-only (--no-model), fused (the embedded model with the heads; where the heads' fusion weights give
   the model no weight it is not asked) and the model alone (--no-heads, every answer from llama.cpp scoring). A pool
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import httpx
 
-VOLATILE = {"id", "created", "request_id", "time", "published"}
+from tests.serve.test_reproducible import stable  # ids and timestamps aside, as the test compares
+
 TEXTS = ["SQL commands are built from unneutralized login input in the search form.",
          "A stored cross-site scripting flaw in the comment form lets attackers inject script.",
          "Path traversal in the download handler lets attackers read arbitrary files.",
@@ -42,15 +43,7 @@ TEXTS = ["SQL commands are built from unneutralized login input in the search fo
          "The implant beacons over HTTPS to hxxps://update-check[.]info/gate.php and clears event logs.",
          "APT28 sent spearphishing emails with a malicious attachment that runs PowerShell.",
          "CVE-2024-12345 is an OS command injection in Acme Router 3.2 via the ping field."]
-UNITS = {"[": "[", "1.": "1.", "a@": "a@", "http://": "http://", "\"": "\"", "/": "/"}
-
-
-def stable(value):
-    if isinstance(value, dict):
-        return {k: stable(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [stable(v) for v in value]
-    return value
+UNITS = ("[", "1.", "a@", "http://", "\"", "/")
 
 
 def pool() -> list[tuple[str, dict]]:
@@ -140,11 +133,11 @@ def sockets(url: str, port: int, send: bytes) -> dict:
 def adversarial(url: str, length: int) -> dict:
     rows = {}
     with httpx.Client(base_url=url, timeout=120) as http:
-        for name, unit in UNITS.items():
+        for unit in UNITS:
             text = (unit * (length // len(unit) + 1))[:length]
             t = time.perf_counter()
             status = http.post("/v1/advisory/analyze", json={"text": text}).status_code
-            rows[name] = {"status": status, "seconds": round(time.perf_counter() - t, 2)}
+            rows[unit] = {"status": status, "seconds": round(time.perf_counter() - t, 2)}
     return rows
 
 

@@ -119,8 +119,7 @@ def curve_callback(out: Path, evaluator: CurveEvaluator, points: int):
 
     class LearningCurve(TrainerCallback):
         def __init__(self) -> None:
-            done = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-            self.done, self.steps = set(done), []
+            self.done, self.steps = {row["step"] for row in read_curve(out)}, []
 
         def measure(self, state, model) -> None:
             if state.global_step in self.done or state.global_step not in self.steps or not state.is_world_process_zero:
