@@ -23,22 +23,33 @@ import tempfile
 import time
 from pathlib import Path
 
-# (batch, accumulation, attention, recompute activations of micro-batches over N tokens): the packed row holds four
-# examples, so its threshold is four times the one-example row's (the same examples are recomputed).
-SETUPS = {"one example per forward (batch 1 x accumulation 4)": (1, 4, "sdpa", 512),
-          "one packed forward (batch 4, attention per example)": (4, 1, "packed", 2048)}
+# (batch, accumulation, attention, recompute activations of micro-batches over N tokens, LM head on answer positions
+# only, cheaper LoRA dropout): the packed row holds four examples, so its threshold is four times the one-example
+# row's (the same examples are recomputed).
+SETUPS = {"today: one example per forward": (1, 4, "sdpa", 512, False, False),
+          "one example per forward, LM head on answers": (1, 4, "sdpa", 512, True, False),
+          "one packed forward, LM head on answers": (4, 1, "packed", 2048, True, False),
+          "one packed forward, LM head on answers, 15-bit dropout": (4, 1, "packed", 2048, True, True)}
 
 
 def one(recipe_path: Path, corpus: Path, steps: int, setup: str) -> dict:
     from cybersecqwen.config import load_recipe
-    from cybersecqwen.train.sft import build_trainer
+    from cybersecqwen.train import sft
 
     recipe = load_recipe(recipe_path)
-    batch, accumulation, attention, above = SETUPS[setup]
+    batch, accumulation, attention, above, answer_only, fast_dropout = SETUPS[setup]
+    if not answer_only:  # TRL's own CPU behaviour: the vocabulary projection of every position
+        from cybersecqwen.train import answer_head
+
+        answer_head.project_answer_positions_only = lambda: False
+    if not fast_dropout:  # PEFT's nn.Dropout
+        from cybersecqwen.train import lora_dropout
+
+        lora_dropout.use_fast_dropout = lambda model: 0
     recipe.train.per_device_batch_size, recipe.train.gradient_accumulation, recipe.train.attention = batch, accumulation, attention
     recipe.train.gradient_checkpointing, recipe.train.gradient_checkpointing_above = True, above
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, machine, _ = build_trainer(recipe, corpus, Path(tmp), steps)
+        trainer, machine, _ = sft.build_trainer(recipe, corpus, Path(tmp), steps)
         trainer.args.save_strategy, trainer.args.logging_steps = "no", 1
         started = time.perf_counter()
         result = trainer.train()

@@ -229,6 +229,10 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         curve = curve_sample(corpus, recipe.train.curve_items, recipe.train.seed)
     check_disk(out, base)
     machine = machine_settings(recipe)
+    if machine["use_cpu"]:
+        from cybersecqwen.train.answer_head import project_answer_positions_only
+
+        machine["answer_positions_only"] = project_answer_positions_only()
     tokenizer = AutoTokenizer.from_pretrained(base)
     # The frozen base in bf16 (CPU too: 1.64x with padding-free vs the padded fp32-weights default, per-step losses
     # within 0.02; BENCHMARKS.md); PEFT keeps the trainable LoRA matrices in fp32.
@@ -287,6 +291,10 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         from cybersecqwen.train.curve import CurveEvaluator, curve_callback
 
         trainer.add_callback(curve_callback(out, CurveEvaluator(tokenizer, curve, machine["bf16"]), settings.curve_points))
+    if machine["use_cpu"]:
+        from cybersecqwen.train.lora_dropout import use_fast_dropout
+
+        machine["fast_lora_dropout"] = use_fast_dropout(trainer.model)
     if padding_free and settings.pad_to_multiple_of:
         trainer.data_collator = PadRowEnds(trainer.data_collator, settings.pad_to_multiple_of, tokenizer.pad_token_id)
     from transformers.trainer_callback import PrinterCallback
