@@ -147,7 +147,7 @@ def audit_lines(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=1000, help="heads-only repeats, sockets and timeout; 0 skips them")
     parser.add_argument("--fused-repeats", type=int, default=1000, help="0 skips the fused server")
     parser.add_argument("--model-repeats", type=int, default=200,
                         help="the model alone (--no-heads) answers every endpoint: slower, fewer repeats; 0 skips it")
@@ -158,19 +158,20 @@ def main() -> None:
     report = {"machine": {"cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
                           "cores": os.cpu_count()}}
     with tempfile.TemporaryDirectory() as folder:
-        audit = Path(folder) / "heads.jsonl"
-        server = Server(["--no-model", "--timeout", "5", *heads], audit)
-        try:
-            report["heads_only_repeats"] = repeats(server.url, args.repeats, args.seed)
-            report["heads_only_audit_lines"] = audit_lines(audit)
-            report["sockets_one_byte"] = sockets(server.url, server.port, b"G")
-            report["sockets_idle"] = sockets(server.url, server.port, b"")
-            report["analyze_20000_chars"] = adversarial(server.url, 20_000)
-            report["analyze_200000_chars_timeout_5s"] = adversarial(server.url, 200_000)
-            report["healthz_after"] = httpx.get(server.url + "/healthz").status_code
-        finally:
-            server.stop()
-        print(json.dumps(report, indent=1), flush=True)
+        if args.repeats:
+            audit = Path(folder) / "heads.jsonl"
+            server = Server(["--no-model", "--timeout", "5", *heads], audit)
+            try:
+                report["heads_only_repeats"] = repeats(server.url, args.repeats, args.seed)
+                report["heads_only_audit_lines"] = audit_lines(audit)
+                report["sockets_one_byte"] = sockets(server.url, server.port, b"G")
+                report["sockets_idle"] = sockets(server.url, server.port, b"")
+                report["analyze_20000_chars"] = adversarial(server.url, 20_000)
+                report["analyze_200000_chars_timeout_5s"] = adversarial(server.url, 200_000)
+                report["healthz_after"] = httpx.get(server.url + "/healthz").status_code
+            finally:
+                server.stop()
+            print(json.dumps(report, indent=1), flush=True)
         if args.fused_repeats:
             audit = Path(folder) / "fused.jsonl"
             server = Server(["--timeout", "600", *heads], audit)

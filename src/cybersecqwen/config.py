@@ -88,7 +88,14 @@ class TrainSettings(Strict):
     # the memory peak while most tokens sit in short rows, so this bounds memory for a fraction of the recompute
     # cost (BENCHMARKS.md, "Memory of the CPU training path"). null = every micro-batch.
     gradient_checkpointing_above: int | None = Field(None, gt=0)
+    # packing: fill rows of max_length tokens with as many examples as fit (TRL's best-fit decreasing packing, attention
+    # per example). It changes how many examples one optimizer step sees: a step is then per_device_batch_size rows
+    # x gradient_accumulation of about max_length tokens each, not that many examples; the run's summary records
+    # examples, tokens and steps. false: one row per example (or one padding-free row per batch, below).
     packing: bool = False
+    # Liger kernels (optional extra `gpu`: liger-kernel) for Qwen3 and Llama on CUDA: RMSNorm, RoPE, SwiGLU. The loss
+    # stays TRL's chunked log-probabilities (no full logits held), so LoRA never targets lm_head. No CUDA: refused.
+    liger: bool = False
     # Concatenate each batch into one row (no padding tokens computed); the model's block-diagonal mask keeps
     # examples from attending to each other. With the bf16 frozen base: median 1.62x the padded default here.
     padding_free: bool = True

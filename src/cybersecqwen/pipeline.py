@@ -136,10 +136,17 @@ class Pipeline:
             path.unlink(missing_ok=True)
 
     # --- stages ---------------------------------------------------------------------------------------------
-    def stage_data(self) -> None:
+    def build_corpus(self, recipe: Recipe, folder: Path) -> None:
+        """A corpus for a stage; one already in `folder` is this stage's own from before it was stopped (a stage that is
+        not resumed starts from an empty output), and build_corpus writes a folder only once complete, so it is kept."""
         from cybersecqwen.corpus.build import build_corpus
 
-        build_corpus(self.recipe, self.output("data"), self.data_dir, self.download)
+        if (folder / "manifest.json").is_file():
+            return
+        build_corpus(recipe, folder, self.data_dir, self.download)
+
+    def stage_data(self) -> None:
+        self.build_corpus(self.recipe, self.output("data"))
 
     def base_model(self) -> str:
         return self.recipe.model.base
@@ -202,10 +209,9 @@ class Pipeline:
 
     def stage_heads(self) -> None:
         """The heads' own corpus (the recipe's sources without the mix's caps), then the heads trained on it."""
-        from cybersecqwen.corpus.build import build_corpus
         from cybersecqwen.heads.train import train_heads
 
-        build_corpus(self.recipe.for_heads(), self.output("heads") / "corpus", self.data_dir, self.download)
+        self.build_corpus(self.recipe.for_heads(), self.output("heads") / "corpus")
         train_heads(self.output("heads") / "corpus", self.output("heads") / "model", self.data_dir, self.download,
                     self.recipe.heads.seed)
 
