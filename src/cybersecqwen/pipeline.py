@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
 import time
@@ -36,16 +37,45 @@ def digest(*parts: Any) -> str:
 
 def train_with_corpus(recipe: Recipe, out: Path, corpus: Path | None = None, max_steps: int | None = None,
                       data_dir: Path | None = None) -> dict[str, Any]:
-    """The `train` verb: build OUT/corpus first when no corpus is given and none is there, then train (resumes)."""
-    from cybersecqwen.corpus.build import build_corpus
+    """The `train` verb: build OUT/corpus first when no corpus is given and none is there, then train (resumes).
+
+    Under a multi-process launch (accelerate, torchrun: WORLD_SIZE > 1) rank 0 alone builds it while the others wait
+    at a barrier, then every rank reads the same files."""
     from cybersecqwen.train.sft import train
 
     corpus = corpus or out / "corpus"
-    if not (corpus / "manifest.json").is_file():
-        if corpus.exists() and any(corpus.iterdir()):
-            raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
-        build_corpus(recipe, corpus, data_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        # cpu=True on a machine without CUDA: otherwise accelerate sets up no process group there (one process each)
+        state = PartialState(cpu=not torch.cuda.is_available())
+        failure = None
+        if state.is_main_process:
+            try:
+                corpus_for_training(recipe, corpus, data_dir)
+            except Exception as error:  # raised after the barrier, so the other ranks do not wait forever
+                failure = error
+        state.wait_for_everyone()
+        if failure is not None:
+            raise failure
+        if not (corpus / "manifest.json").is_file():
+            raise CybersecqwenError(f"rank {state.process_index}: rank 0 did not build {corpus} (its error is in its "
+                                    "output); fix that and launch again")
+    else:
+        corpus_for_training(recipe, corpus, data_dir)
     return train(recipe, corpus, out, max_steps)
+
+
+def corpus_for_training(recipe: Recipe, corpus: Path, data_dir: Path | None) -> None:
+    """The corpus at `corpus`, built when missing (build_corpus refuses while another process builds it there)."""
+    from cybersecqwen.corpus.build import build_corpus
+
+    if (corpus / "manifest.json").is_file():
+        return
+    if corpus.exists() and any(corpus.iterdir()):
+        raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
+    build_corpus(recipe, corpus, data_dir)
 
 
 class Pipeline:

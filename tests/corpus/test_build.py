@@ -154,3 +154,18 @@ def test_real_sources_build_in_sane_ranges_with_zero_benchmark_overlap(mirror, t
     for name in ("train.jsonl", "val.jsonl"):
         result = audit_file(out / name, mirror)
         assert result["examples_overlapping_any_split"] == 0, result["first_hits"][:3]
+
+
+def test_a_corpus_another_process_is_building_is_refused_and_the_lock_goes_with_it(source_mirror, recipe_file, tmp_path):
+    import fcntl
+
+    out = tmp_path / "corpus"
+    other = (tmp_path / ".corpus.lock").open("a+")  # another process's lock (a separate open file holds its own)
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    other.write("4242"), other.flush()
+    with pytest.raises(CybersecqwenError, match=r"corpus is being built by another process \(pid 4242\)"):
+        build_corpus(load_recipe(recipe_file), out, source_mirror)
+    assert not out.exists()
+    other.close()  # the process ends: its lock is gone with it
+    build_corpus(load_recipe(recipe_file), out, source_mirror)
+    assert (out / "manifest.json").is_file() and not (tmp_path / ".corpus.lock").exists()

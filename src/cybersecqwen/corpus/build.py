@@ -8,9 +8,11 @@ temporary folder and rename it into place. Same inputs and seed give byte-identi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -208,10 +210,33 @@ def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
 
 
 def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
-    started = time.perf_counter()
+    """Build the corpus into `out` (a new or empty folder), holding a lock beside it so that two processes (the ranks
+    of a multi-process launch, two terminals) never build the same folder at once; the lock goes with the process."""
     check_licenses(recipe)
     if out.exists() and any(out.iterdir()):
         raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never overwritten in place)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    with lock_path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise CybersecqwenError(f"{out} is being built by another process (pid {holder}): wait for it to finish, "
+                                    "or build into another folder") from None
+        try:
+            lock.seek(0), lock.truncate(), lock.write(str(os.getpid())), lock.flush()
+            if out.exists() and any(out.iterdir()):  # another process finished it between the check above and the lock
+                raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never "
+                                        "overwritten in place)")
+            return _build(recipe, out, data_dir, download)
+        finally:
+            lock_path.unlink(missing_ok=True)  # still held: a process opening it now makes a new file
+
+
+def _build(recipe: Recipe, out: Path, data_dir: Path | None, download: bool) -> dict[str, Any]:
+    started = time.perf_counter()
     pool = clean_pool(recipe, data_dir, download)
     dropped = Counter(pool.dropped)
     clean = []

@@ -77,8 +77,11 @@ def check_disk(out: Path, base: Path) -> None:
 
 def lora_targets(model, recipe: Recipe) -> list[str] | str:
     targets = recipe.lora.target_modules
-    if targets == "all-linear":
+    if targets == "all-linear":  # PEFT's all-linear leaves the output layer out
         return targets
+    if "lm_head" in targets:
+        raise CybersecqwenError("recipe lora.target_modules: lm_head cannot be adapted: the trainer's fused loss reads "
+                                "the head's base weight, so its LoRA would never train; remove lm_head")
     names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     unknown = [t for t in targets if t not in names]
     if unknown:
@@ -109,7 +112,36 @@ def machine_settings(recipe: Recipe) -> dict[str, Any]:
         optimizer = "adamw_torch"
     settings["optim"] = optimizer
     settings["attention"] = choose_attention(recipe.train.attention, cuda)
+    check_liger(recipe, cuda)
     return settings
+
+
+LIGER = {"qwen3": "apply_liger_kernel_to_qwen3", "llama": "apply_liger_kernel_to_llama"}
+
+
+def check_liger(recipe: Recipe, cuda: bool) -> None:
+    """train.liger is refused before the model loads where it cannot run."""
+    if not recipe.train.liger:
+        return
+    if not cuda:
+        raise CybersecqwenError("train.liger: Liger kernels need a CUDA GPU and this machine has none; set train.liger: "
+                                "false (the CPU path needs no kernels)")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise CybersecqwenError("train.liger: liger-kernel is not installed; pip install 'cybersecqwen[gpu]' or set "
+                                "train.liger: false")
+
+
+def apply_liger(model) -> str:
+    """Liger's RMSNorm, RoPE and SwiGLU on this model instance. Its fused linear cross-entropy stays off: TRL's own
+    chunked log-probabilities already never hold the full logits, and TRL refuses Liger's (it replaces the forward)."""
+    kind = getattr(model.config, "model_type", "?")
+    if kind not in LIGER:
+        raise CybersecqwenError(f"train.liger supports {', '.join(sorted(LIGER))} models, not {kind}; set train.liger: false")
+    import liger_kernel.transformers as liger
+
+    getattr(liger, LIGER[kind])(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                fused_linear_cross_entropy=False, model=model)
+    return f"liger {LIGER[kind]}: rope, rms_norm, swiglu"
 
 
 def choose_attention(asked: str, cuda: bool) -> str:
@@ -227,6 +259,16 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
         from cybersecqwen.train.curve import curve_sample
 
         curve = curve_sample(corpus, recipe.train.curve_items, recipe.train.seed)
+    settings = recipe.train
+    padding_free = settings.padding_free and not settings.packing
+    if padding_free or settings.packing:
+        # Padding-free rows are not truncated by TRL, and packing would cut an example across two rows.
+        longest = json.loads((corpus / "manifest.json").read_text()).get("tokens", {}).get("max", 0)
+        if longest > settings.max_length:
+            how = "packing cuts no example" if settings.packing else "padding-free rows are not truncated"
+            raise CybersecqwenError(f"corpus {corpus} holds examples of {longest} tokens, over train.max_length "
+                                    f"{settings.max_length} ({how}); rebuild it with data.max_tokens <= "
+                                    f"{settings.max_length} or raise train.max_length")
     check_disk(out, base)
     machine = machine_settings(recipe)
     if machine["use_cpu"]:
@@ -239,13 +281,8 @@ def build_trainer(recipe: Recipe, corpus: Path, out: Path, max_steps: int | None
     dtype = torch.bfloat16 if machine["bf16"] else (torch.float16 if machine["fp16"] else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=machine["attention"], dtype=dtype)
     targets = lora_targets(model, recipe)
-    settings = recipe.train
-    padding_free = settings.padding_free and not settings.packing
-    if padding_free:
-        longest = json.loads((corpus / "manifest.json").read_text()).get("tokens", {}).get("max", 0)
-        if longest > settings.max_length:
-            raise CybersecqwenError(f"corpus {corpus} holds examples of {longest} tokens, over train.max_length "
-                                    f"{settings.max_length}; rebuild it with data.max_tokens <= {settings.max_length}")
+    if settings.liger:
+        machine["kernels"] = apply_liger(model)
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=settings.epochs,
