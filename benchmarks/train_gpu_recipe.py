@@ -20,7 +20,8 @@ frozen base's forward and backward through activations (N: the matrix parameters
 is left out, TRL projects only the answer positions), 6 per LoRA parameter, and attention over the real token pairs
 of each example: 12 x layers x heads x head_dim x sum(len^2) / 2 per step (causal). HFU adds what checkpointing
 recomputes: another 2N per token and a third of the attention. Peak: the GPU's dense bf16 figure (--peak-tflops,
-989 for H100 SXM and H200).
+989 for H100 SXM and H200). The projected 10-epoch time: 10 x 14,800 records (the published run's corpus) x this
+slice's mean tokens per example / real tokens/s, beside the published ~169 minutes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SHAPE = dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num
              tie_word_embeddings=True, rms_norm_eps=1e-6)
 TINY = dict(SHAPE, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16)
+PUBLISHED_RECORDS = 14_800
 SETUPS = {"today": {}, "packed+liger": {"packing": True, "liger": True},
           "packed+liger, no checkpointing": {"packing": True, "liger": True, "gradient_checkpointing": False}}
 
@@ -119,7 +121,12 @@ def one(args, setup: str) -> dict:
         model_flops, hardware_flops = flops(config, tokens, pairs["sum"] - marks["pairs"], lora,
                                             recipe.train.gradient_checkpointing)
     peak = args.peak_tflops * 1e12
-    return {"setup": setup, "real_tokens_per_s": round(tokens / seconds, 1), "measured_steps": args.steps,
+    manifest = json.loads((args.corpus / "manifest.json").read_text())
+    per_example = manifest["tokens"]["mean"]
+    # The published run: 10 epochs over ~14.8k records (NOTES.md), ~169 minutes on one MI300X.
+    projected = 10 * PUBLISHED_RECORDS * per_example / (tokens / seconds) / 60
+    return {"setup": setup, "real_tokens_per_s": round(tokens / seconds, 1),
+            "projected_10_epochs_min": round(projected, 1), "published_10_epochs_min": 169, "measured_steps": args.steps,
             "tokens": tokens, "seconds": round(seconds, 2), "mfu": round(model_flops / seconds / peak, 4),
             "hfu": round(hardware_flops / seconds / peak, 4), "machine": {k: str(v) for k, v in machine.items()},
             "gpu_peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None}
