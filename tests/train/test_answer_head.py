@@ -42,7 +42,8 @@ def trl_step(model, ids, labels):
 
 @pytest.fixture
 def restore_trl(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
+    """TRL as shipped for this test, whatever an earlier test's trainer installed; restored afterwards."""
+    monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))
 
 
 def test_only_answer_positions_reach_the_vocabulary_projection(restore_trl, monkeypatch):
