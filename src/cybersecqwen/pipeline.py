@@ -41,6 +41,7 @@ def train_with_corpus(recipe: Recipe, out: Path, corpus: Path | None = None, max
 
     Under a multi-process launch (accelerate, torchrun: WORLD_SIZE > 1) rank 0 alone builds it while the others wait
     at a barrier, then every rank reads the same files."""
+    from cybersecqwen.corpus.build import ensure_corpus
     from cybersecqwen.train.sft import train
 
     corpus = corpus or out / "corpus"
@@ -53,7 +54,7 @@ def train_with_corpus(recipe: Recipe, out: Path, corpus: Path | None = None, max
         failure = None
         if state.is_main_process:
             try:
-                corpus_for_training(recipe, corpus, data_dir)
+                ensure_corpus(recipe, corpus, data_dir)
             except Exception as error:  # raised after the barrier, so the other ranks do not wait forever
                 failure = error
         state.wait_for_everyone()
@@ -63,19 +64,8 @@ def train_with_corpus(recipe: Recipe, out: Path, corpus: Path | None = None, max
             raise CybersecqwenError(f"rank {state.process_index}: rank 0 did not build {corpus} (its error is in its "
                                     "output); fix that and launch again")
     else:
-        corpus_for_training(recipe, corpus, data_dir)
+        ensure_corpus(recipe, corpus, data_dir)
     return train(recipe, corpus, out, max_steps)
-
-
-def corpus_for_training(recipe: Recipe, corpus: Path, data_dir: Path | None) -> None:
-    """The corpus at `corpus`, built when missing (build_corpus refuses while another process builds it there)."""
-    from cybersecqwen.corpus.build import build_corpus
-
-    if (corpus / "manifest.json").is_file():
-        return
-    if corpus.exists() and any(corpus.iterdir()):
-        raise CybersecqwenError(f"{corpus} is not a built corpus (no manifest.json)")
-    build_corpus(recipe, corpus, data_dir)
 
 
 class Pipeline:
@@ -168,12 +158,10 @@ class Pipeline:
     # --- stages ---------------------------------------------------------------------------------------------
     def build_corpus(self, recipe: Recipe, folder: Path) -> None:
         """A corpus for a stage; one already in `folder` is this stage's own from before it was stopped (a stage that is
-        not resumed starts from an empty output), and build_corpus writes a folder only once complete, so it is kept."""
-        from cybersecqwen.corpus.build import build_corpus
+        not resumed starts from an empty output)."""
+        from cybersecqwen.corpus.build import ensure_corpus
 
-        if (folder / "manifest.json").is_file():
-            return
-        build_corpus(recipe, folder, self.data_dir, self.download)
+        ensure_corpus(recipe, folder, self.data_dir, self.download)
 
     def stage_data(self) -> None:
         self.build_corpus(self.recipe, self.output("data"))

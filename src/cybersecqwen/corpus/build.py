@@ -209,12 +209,23 @@ def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
     return _POOLS[key]
 
 
+def _refuse_filled(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never overwritten in place)")
+
+
+def ensure_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False) -> None:
+    """The corpus at `out`: kept when complete (build_corpus writes manifest.json last, so a folder that has it is whole:
+    a stage stopped after its corpus, or rank 0's corpus for the other ranks), built when missing, refused otherwise."""
+    if not (out / "manifest.json").is_file():
+        build_corpus(recipe, out, data_dir, download)
+
+
 def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, download: bool = False) -> dict[str, Any]:
     """Build the corpus into `out` (a new or empty folder), holding a lock beside it so that two processes (the ranks
     of a multi-process launch, two terminals) never build the same folder at once; the lock goes with the process."""
     check_licenses(recipe)
-    if out.exists() and any(out.iterdir()):
-        raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never overwritten in place)")
+    _refuse_filled(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lock_path = out.parent / f".{out.name}.lock"
     with lock_path.open("a+") as lock:
@@ -227,9 +238,7 @@ def build_corpus(recipe: Recipe, out: Path, data_dir: Path | None = None, downlo
                                     "or build into another folder") from None
         try:
             lock.seek(0), lock.truncate(), lock.write(str(os.getpid())), lock.flush()
-            if out.exists() and any(out.iterdir()):  # another process finished it between the check above and the lock
-                raise CybersecqwenError(f"--out {out} exists and is not empty; choose a new folder (a corpus is never "
-                                        "overwritten in place)")
+            _refuse_filled(out)  # another process may have finished it between the check above and the lock
             return _build(recipe, out, data_dir, download)
         finally:
             lock_path.unlink(missing_ok=True)  # still held: a process opening it now makes a new file
