@@ -102,6 +102,14 @@ SOURCES: dict[str, Source] = {s.name: s for s in [  # name, title, license, orig
                SourceFile("cve-records-2022-2023.jsonl.gz", "bc7d22b4542032b52a7ddfe4fd7f03e9f208db25602ed6e5ae3dca73f8ab728b", 2346540),
                SourceFile("cve-labels-2022-2023.csv", "5152dc9f2593f8efbfc68430589a0034a56558a0f5979ee99d37ee4cb99cdb3c", 2295876),
            )),
+    # The same snapshot and selection rule, records published 2024-01-01 .. 2024-10-24: the months of CTI-RCM's and
+    # CTI-VSP's items (their own CVE ids removed). A recipe that reads it is measured under the "test period without
+    # the test items" protocol (CVE_PROTOCOLS below), never beside one that does not.
+    Source("cve-vulnrichment-2024", "CISA Vulnrichment CVE records 2024 (to 2024-10-24)", "CC0-1.0",
+           "github.com/cisagov/vulnrichment @ b0ed758 (selection)", (
+               SourceFile("cve-records-2024.jsonl.gz", "71d1da9bab1771daaa48a0fe0d2f04eeafaecf617418e7565c888723608df5d5", 7782231),
+               SourceFile("cve-labels-2024.csv", "062171f419f24bbecf4916c71886c0f78cf459b49ef96ac71a9ba642e7643841", 9414226),
+           )),
     Source("tram-attack-sentences", "TRAM 2 single-label ATT&CK sentences", "Apache-2.0",
            "github.com/center-for-threat-informed-defense/tram @ f29793d, data/tram2-data/single_label.json", (
                SourceFile("single_label.json", "7f9966dd8647e777e28e02aa08d7a38499f4b6ba5682a2366508a7b63b82cc0f", 1024483,
@@ -113,6 +121,20 @@ SOURCES: dict[str, Source] = {s.name: s for s in [  # name, title, license, orig
                           "https://raw.githubusercontent.com/GPT-64590/CyberSecQwen-4B/1298e4a3f5cc23dbbea8c22126a55dd0d2f07c21/data/train/rcm_2021_train.jsonl"),
            )),
 ]}
+
+
+# The CVE sources in publication order, and the protocol a set of them puts a model under: CTI-RCM's and CTI-VSP's
+# items were published in 2024, so training on 2024 records (their ids removed) is a different measurement from
+# training on records published before the test period. Reports name it; the two are never mixed in one table.
+CVE_SOURCES = ("cve-vulnrichment-2022-2023", "cve-vulnrichment-2024")
+TEST_PERIOD_SOURCES = frozenset({"cve-vulnrichment-2024"})
+BEFORE_TEST_PERIOD = "before the test period"
+TEST_PERIOD = "test period without the test items"
+
+
+def cve_protocol(sources) -> str:
+    """The protocol of a recipe's CVE data: records published before 2024 only, or 2024's too (test items removed)."""
+    return TEST_PERIOD if TEST_PERIOD_SOURCES & set(sources) else BEFORE_TEST_PERIOD
 
 
 def get_source(name: str) -> Source:

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from cybersecqwen.datafiles import cve_protocol
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.evaluate.compare import compare_runs
 from cybersecqwen.evaluate.references import describe, load_references, placed, run_settings
@@ -101,6 +102,7 @@ def verdict(entry: dict[str, Any], higher_is_better: bool) -> str:
 def build(pipeline) -> dict[str, Any]:
     out = pipeline.out
     card: dict[str, Any] = {"recipe": pipeline.recipe.name, "protocols": {}, "train": pipeline.state.get("train", {}),
+                            "cve_protocol": cve_protocol(pipeline.recipe.data.sources),
                             "stages": {k: v.get("seconds") for k, v in pipeline.state["stages"].items()}}
     export_report = out / "gguf" / "export-report.json"
     if export_report.is_file():
@@ -207,6 +209,9 @@ def markdown(card: dict[str, Any], serve_hint: str) -> str:
     lines = [f"# Scorecard: {card['recipe']}", "",
              "Same seeded items for every model. 95% bootstrap CIs; paired tests on shared items (McNemar exact for",
              "right/wrong tasks, Wilcoxon for scores). The trivial baseline is the answer key's most common answer.", ""]
+    if card.get("cve_protocol"):
+        lines += [f"**CVE data protocol**: {card['cve_protocol']} (what the tuned model and the heads learned from; CTI-RCM's "
+                  "and CTI-VSP's items were published in 2024).", ""]
     budget = (card.get("train") or {}).get("budget")
     if card.get("train"):
         lines += [f"**What the tuned model trained**: {budget_line(budget)}.", ""]

@@ -14,6 +14,8 @@ CWE_XML = """<?xml version="1.0" encoding="UTF-8"?>
 {weaknesses}
 </Weaknesses>
 {categories}
+<Views><View ID="1003" Name="Weaknesses for Simplified Mapping of Published Vulnerabilities" Type="Graph" Status="Incomplete">
+<Members><Has_Member CWE_ID="20" View_ID="1003"/><Has_Member CWE_ID="787" View_ID="1003"/></Members></View></Views>
 </Weakness_Catalog>
 """
 WEAKNESS = """<Weakness ID="{id}" Name="{name}" Abstraction="Base" Structure="Simple" Status="Stable">
@@ -32,7 +34,19 @@ CWES = [
     ("416", "Use After Free", "The product reuses memory after it has been freed.", "20"),
     ("787", "Out-of-bounds Write", "The product writes data past the end of the intended buffer.", "20"),
     ("22", "Path Traversal", "The product uses external input to build a pathname without restricting it.", "20"),
+    # Outside view 1003 (the view lists 20 and 787 as members and the rest as their children): taught as CWE-787.
+    ("121", "Stack-based Buffer Overflow", "The product writes past a buffer allocated on the stack.", "787"),
 ]
+SIMPLIFIED_CHILDREN = ("79", "89", "416", "22")  # members of view 1003 below CWE-20
+
+
+def write_cve_records(path: Path, records: list[tuple[str, list[str], str, str]]) -> None:
+    with gzip.open(path, "wt") as handle:
+        for cve_id, cwes, vector, text in records:
+            handle.write(json.dumps({"cveMetadata": {"cveId": cve_id}, "containers": {"cna": {
+                "descriptions": [{"lang": "en", "value": text}],
+                "problemTypes": [{"descriptions": [{"cweId": c, "type": "CWE"} for c in cwes]}],
+                "metrics": [{"cvssV3_1": {"vectorString": vector}}]}}}) + "\n")
 
 
 def stix(kind, ident, **fields):
@@ -84,7 +98,9 @@ def source_mirror(fixture_mirror: Path) -> Path:
     root = fixture_mirror
     (root / "mitre-cwe").mkdir()
     weaknesses = [WEAKNESS.format(id=i, name=n, description=d, observed=f"Example product {i} shows this weakness in its parser code path.",
-                                  parent=f'<Related_Weakness Nature="ChildOf" CWE_ID="{p}" View_ID="1000" Ordinal="Primary"/>' if p else "")
+                                  parent=(f'<Related_Weakness Nature="ChildOf" CWE_ID="{p}" View_ID="1000" Ordinal="Primary"/>' if p else "")
+                                  + (f'<Related_Weakness Nature="ChildOf" CWE_ID="{p}" View_ID="1003" Ordinal="Primary"/>'
+                                     if i in SIMPLIFIED_CHILDREN else ""))
                   for i, n, d, p in CWES]
     (root / "mitre-cwe" / "cwec_v4.14.xml").write_text(CWE_XML.format(weaknesses="\n".join(weaknesses), categories=CATEGORY))
     (root / "mitre-capec").mkdir()
@@ -109,12 +125,12 @@ def source_mirror(fixture_mirror: Path) -> Path:
         ("CVE-2023-0004", ["CWE-787", "CWE-20"], "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:N/I:N/A:H",
          "Two labels: this record teaches no single answer and is skipped."),
     ]
-    with gzip.open(root / "cve-vulnrichment-2022-2023" / "cve-records-2022-2023.jsonl.gz", "wt") as handle:
-        for cve_id, cwes, vector, text in records:
-            handle.write(json.dumps({"cveMetadata": {"cveId": cve_id}, "containers": {"cna": {
-                "descriptions": [{"lang": "en", "value": text}],
-                "problemTypes": [{"descriptions": [{"cweId": c, "type": "CWE"} for c in cwes]}],
-                "metrics": [{"cvssV3_1": {"vectorString": vector}}]}}}) + "\n")
+    write_cve_records(root / "cve-vulnrichment-2022-2023" / "cve-records-2022-2023.jsonl.gz", records)
+    (root / "cve-vulnrichment-2024").mkdir()
+    write_cve_records(root / "cve-vulnrichment-2024" / "cve-records-2024.jsonl.gz", [
+        ("CVE-2024-0101", ["CWE-121"], "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+         "A stack-based buffer overflow in the HTTP parser of Gizmo Router 3.2 lets remote attackers run code."),
+    ])
     (root / "tram-attack-sentences").mkdir()
     (root / "tram-attack-sentences" / "single_label.json").write_text(json.dumps([
         {"text": "The malware runs PowerShell commands.", "label": "T1059.001", "doc_title": "Report A"},

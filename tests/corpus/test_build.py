@@ -122,15 +122,17 @@ def test_bad_recipes_name_the_key(tmp_path, text, message):
         load_recipe(path)
 
 
-def test_cve_json5_records_agree_with_the_mirror_labels(mirror):
+@pytest.mark.parametrize("years, count", [("2022-2023", 5913), ("2024", 21412)])
+def test_cve_json5_records_agree_with_the_mirror_labels(mirror, years, count):
     import csv
 
-    from cybersecqwen.catalogs.cve import parse_cve_records
+    from cybersecqwen import catalogs
 
-    folder = mirror / "cve-vulnrichment-2022-2023"
-    records = parse_cve_records(folder / "cve-records-2022-2023.jsonl.gz")
-    labels = {row["cve_id"]: row for row in csv.DictReader((folder / "cve-labels-2022-2023.csv").open(encoding="utf-8"))}
-    assert len(records) == len(labels) == 5913
+    records, provenance = catalogs.load(f"cve-vulnrichment-{years}", mirror)
+    assert provenance["pinned"] and provenance["license"] == "CC0-1.0"
+    folder = mirror / f"cve-vulnrichment-{years}"
+    labels = {row["cve_id"]: row for row in csv.DictReader((folder / f"cve-labels-{years}.csv").open(encoding="utf-8"))}
+    assert len(records) == len(labels) == count
     for record in records:
         row = labels[record.cve_id]
         assert ";".join(record.cwe_ids) == row["cwe_ids"] and record.cvss_vector == row["cvss_v3_vector"]
@@ -169,3 +171,37 @@ def test_a_corpus_another_process_is_building_is_refused_and_the_lock_goes_with_
     other.close()  # the process ends: its lock is gone with it
     build_corpus(load_recipe(recipe_file), out, source_mirror)
     assert (out / "manifest.json").is_file() and not (tmp_path / ".corpus.lock").exists()
+
+
+def test_cve_labels_are_taught_in_view_1003_with_the_source_label_kept_and_the_protocol_named(source_mirror, recipe_file, tmp_path):
+    """Issue 36.1-2: the 2024 records join the corpus under the "test period" protocol; a CNA's CWE-121 is taught as
+    its view-1003 ancestor CWE-787 with CWE-121 kept beside it; "as-given" keeps it; the datacard names both."""
+    text = recipe_file.read_text().replace("cve-vulnrichment-2022-2023,", "cve-vulnrichment-2022-2023, cve-vulnrichment-2024,")
+    recipe_file.write_text(text)
+    manifest = build_corpus(load_recipe(recipe_file), tmp_path / "mapped", source_mirror)
+    assert manifest["cve_protocol"] == "test period without the test items" and manifest["cwe_labels"] == "view-1003"
+    rows = [json.loads(line) for name in ("train.jsonl", "val.jsonl") for line in (tmp_path / "mapped" / name).open()]
+    stack = [r for r in rows if r["source_id"].startswith("CVE-2024-0101")]
+    assert {r["task"] for r in stack} == {"cti-rcm", "cwe-classify", "cti-vsp"}
+    for row in stack:
+        if row["task"] != "cti-vsp":
+            assert "CWE-787" in row["messages"][-1]["content"] and row["source_label"] == "CWE-121", row
+    assert all("source_label" not in r for r in rows if r["source_id"].startswith("CVE-2023-0001"))  # CWE-89 is in the view
+    card = (tmp_path / "mapped" / "datacard.md").read_text()
+    assert "test period without the test items" in card and "view 1003" in card
+
+    recipe_file.write_text(text.replace("  seed: 0\n", "  seed: 0\n  cwe_labels: as-given\n"))
+    build_corpus(load_recipe(recipe_file), tmp_path / "given", source_mirror)
+    given = [json.loads(line) for name in ("train.jsonl", "val.jsonl") for line in (tmp_path / "given" / name).open()]
+    rcm = [r for r in given if r["source_id"] == "CVE-2024-0101" and r["task"] == "cti-rcm"]
+    assert rcm and rcm[0]["messages"][-1]["content"].endswith("CWE-121") and "source_label" not in rcm[0]
+
+
+def test_a_recipe_naming_the_2024_source_without_its_files_says_which_file_in_one_line(source_mirror, recipe_file, tmp_path):
+    import shutil
+
+    shutil.rmtree(source_mirror / "cve-vulnrichment-2024")
+    recipe_file.write_text(recipe_file.read_text().replace("cve-vulnrichment-2022-2023,", "cve-vulnrichment-2022-2023, cve-vulnrichment-2024,"))
+    with pytest.raises(CybersecqwenError, match="cve-records-2024.jsonl.gz") as caught:
+        build_corpus(load_recipe(recipe_file), tmp_path / "corpus", source_mirror)
+    assert "\n" not in str(caught.value) and not (tmp_path / "corpus").exists()

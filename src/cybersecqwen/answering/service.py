@@ -298,7 +298,11 @@ class CtiService:
         if quality is None:
             note = ("not measured: no validated weights for this answerer; the specialist heads are measured (serve with "
                     "--heads DIR or without --no-heads; `cybersecqwen heads fuse` measures a model with them)")
-        return {"kind": kind, "uses": used, "quality": quality, "note": note}
+        statement = {"kind": kind, "uses": used, "quality": quality, "note": note}
+        if "head" in used and self.heads is not None:
+            # The data the heads learned from: CVE records before CTI-Bench's test period, or also from within it.
+            statement["data_protocol"] = self.heads.manifest.get("cve_protocol", "not recorded")
+        return statement
 
     def reading_note(self, job: str, text: str) -> str | None:
         """Said in the response when the model answered from only part of the text."""

@@ -58,6 +58,7 @@ def parse_record(record: dict[str, Any]) -> CveRecord:
     return CveRecord(record["cveMetadata"]["cveId"], re.sub(r"\s+", " ", description).strip(), cwe_ids, vector, affected)
 
 
+@registry.parser("cve-vulnrichment-2024", "cve-records-2024.jsonl.gz")
 @registry.parser("cve-vulnrichment-2022-2023", "cve-records-2022-2023.jsonl.gz")
 def parse_cve_records(path: Path) -> list[CveRecord]:
     records = []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.catalogs import registry
+
+SIMPLIFIED_VIEW = "1003"  # NVD's view; CTI-RCM's gold CWEs are NVD's (957 of 1,000 lie in it)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Weakness:
     consequences: tuple[str, ...] = ()  # "Confidentiality: Read Application Data"
     observed_examples: tuple[tuple[str, str], ...] = ()  # (CVE id, description of how it shows this weakness)
     mapping_usage: str = ""  # Allowed, Allowed-with-Review, Discouraged, Prohibited
+    simplified: bool = False  # a member of view 1003, "Weaknesses for Simplified Mapping of Published Vulnerabilities"
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -56,13 +59,20 @@ def _text(element: ET.Element | None) -> str:
 @registry.parser("mitre-cwe", "cwec_v4.14.xml")
 def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
     weaknesses: dict[str, Weakness] = {}
+    simplified: set[str] = set()  # view 1003: its top level (the View's members) and their children (View_ID 1003 links)
     try:
         for _, element in ET.iterparse(path, events=("end",)):
+            if element.tag.endswith("}View") and element.get("ID") == SIMPLIFIED_VIEW:
+                simplified.update(f"CWE-{m.get('CWE_ID')}" for m in element.iterfind("{*}Members/{*}Has_Member"))
+                continue
             if not element.tag.endswith("}Weakness"):
                 continue
             cwe_id = f"CWE-{element.get('ID')}"
-            parents = tuple(
-                f"CWE-{r.get('CWE_ID')}" for r in element.iterfind("{*}Related_Weaknesses/{*}Related_Weakness")
+            if any(r.get("View_ID") == SIMPLIFIED_VIEW for r in element.iterfind("{*}Related_Weaknesses/{*}Related_Weakness")):
+                simplified.add(cwe_id)
+            parents = tuple(  # the primary parent first
+                f"CWE-{r.get('CWE_ID')}" for r in sorted(element.iterfind("{*}Related_Weaknesses/{*}Related_Weakness"),
+                                                         key=lambda r: r.get("Ordinal") != "Primary")
                 if r.get("Nature") == "ChildOf" and r.get("View_ID") == "1000"
             )
             consequences = []
@@ -102,4 +112,23 @@ def parse_cwe_catalog(path: Path) -> dict[str, Weakness]:
         raise CybersecqwenError(f"{path} is malformed XML at line {line} column {column}: {exc}") from None
     if not weaknesses:
         raise CybersecqwenError(f"{path} holds no CWE Weakness elements; is it the CWE catalog XML?")
-    return weaknesses
+    return {cwe_id: replace(w, simplified=True) if cwe_id in simplified else w for cwe_id, w in weaknesses.items()}
+
+
+def in_simplified_view(cwe_id: str, catalog: dict[str, Weakness]) -> str | None:
+    """The nearest entry of view 1003 at or above `cwe_id` along ChildOf (Research view; primary parents first,
+    breadth-first), or None where the catalog relates it to none (a pillar such as CWE-284, an unknown id).
+    NVD maps a CNA's more specific CWE this way (CWE-121 -> CWE-787, CWE-80 -> CWE-79)."""
+    queue, seen = [cwe_id], {cwe_id}
+    while queue:
+        current = queue.pop(0)
+        weakness = catalog.get(current)
+        if weakness is None:
+            continue
+        if weakness.simplified:
+            return current
+        for parent in weakness.parents:
+            if parent not in seen:
+                seen.add(parent)
+                queue.append(parent)
+    return None

@@ -25,7 +25,7 @@ from typing import Any
 
 from cybersecqwen import catalogs, datafiles
 from cybersecqwen.config import Recipe
-from cybersecqwen.corpus.builders import Example, build_examples
+from cybersecqwen.corpus.builders import BuildOptions, Example, build_examples
 from cybersecqwen.corpus.decontam import BenchmarkIndex
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.progress import track
@@ -177,7 +177,7 @@ def pool_key(recipe: Recipe, data_dir: Path | None, download: bool) -> str:
                 continue  # parse_sources names what is missing
             stat = path.stat()
             files.append([str(path), stat.st_size, stat.st_mtime_ns])
-    return json.dumps([sorted(data.sources), sorted(data.tasks), data.seed, data.near_duplicate_threshold,
+    return json.dumps([sorted(data.sources), sorted(data.tasks), data.seed, data.cwe_labels, data.near_duplicate_threshold,
                        recipe.model.tokenizer or recipe.model.base, download, files], sort_keys=True)
 
 
@@ -188,7 +188,7 @@ def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
     tokenizer_name, tokenizer = load_tokenizer(recipe)
     records, provenance = parse_sources(recipe, data_dir, download)
     index = BenchmarkIndex.build(data_dir)
-    examples = build_examples(recipe.data.tasks, records, recipe.data.seed)
+    examples = build_examples(recipe.data.tasks, records, BuildOptions(recipe.data.seed, recipe.data.cwe_labels))
     built = Counter((e.task, e.source) for e in examples)
     dropped: Counter = Counter()
     examples = drop_duplicates(examples, recipe.data.near_duplicate_threshold, dropped)
@@ -261,6 +261,9 @@ def _build(recipe: Recipe, out: Path, data_dir: Path | None, download: bool) -> 
     manifest = {
         "recipe": recipe.name,
         "seed": recipe.data.seed,
+        # What a model trained on it is measured under (datafiles.cve_protocol), and the form of its CWE answers.
+        "cve_protocol": datafiles.cve_protocol(recipe.data.sources),
+        "cwe_labels": recipe.data.cwe_labels,
         "tokenizer": pool.tokenizer_name,
         "sources": pool.provenance,
         "built": _nested(pool.built),

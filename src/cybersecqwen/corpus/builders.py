@@ -4,7 +4,7 @@ A builder only maps source records to a task's fields (the prompt) and facts (th
 renders both (`prompt_messages`, `render_answer`), so training text is the text the model is evaluated and
 served on. Answers are written from the sources' facts only, never by a model.
 
-To add a task's builder: `@builder("task-name", needs={"source": "why"})` on a `build(records, seed)` generator.
+To add a task's builder: `@builder("task-name", needs={"source": "why"})` on a `build(records, options)` generator.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from cybersecqwen.catalogs.attack import AttackCatalog
 from cybersecqwen.catalogs.capec import AttackPattern
-from cybersecqwen.catalogs.cwe import Weakness
+from cybersecqwen.catalogs.cwe import Weakness, in_simplified_view
+from cybersecqwen.datafiles import CVE_SOURCES
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
@@ -30,23 +31,31 @@ Records = dict[str, Any]  # source name -> parsed records (catalogs.registry)
 class Builder:
     task: str
     needs: dict[str, str]  # sources the task cannot be built without -> what they give it
-    build: Callable[[Records, int], Iterable["Example"]]  # (records, seed) -> examples
+    build: Callable[[Records, "BuildOptions"], Iterable["Example"]]  # (records, options) -> examples
 
 
 BUILDERS: dict[str, Builder] = {}
 
 
 def builder(task: str, needs: dict[str, str] | None = None):
-    """Register `build(records, seed)` as the corpus builder of `task`; registration order is build order."""
+    """Register `build(records, options)` as the corpus builder of `task`; registration order is build order."""
 
-    def register(build: Callable[[Records, int], Iterable["Example"]]):
+    def register(build: Callable[[Records, "BuildOptions"], Iterable["Example"]]):
         BUILDERS[task] = Builder(task, needs or {}, build)
         return build
 
     return register
 
 
-def build_examples(tasks: Iterable[str], records: Records, seed: int) -> list["Example"]:
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the recipe's data section tells the builders (config.DataConfig's fields of the same names)."""
+
+    seed: int = 0
+    cwe_labels: str = "view-1003"  # or "as-given": see DataConfig.cwe_labels
+
+
+def build_examples(tasks: Iterable[str], records: Records, options: BuildOptions) -> list["Example"]:
     """Examples of the named tasks, in registration order (dedup keeps the first copy, so order is part of the corpus)."""
     examples: list[Example] = []
     for name, entry in BUILDERS.items():
@@ -56,7 +65,7 @@ def build_examples(tasks: Iterable[str], records: Records, seed: int) -> list["E
             if source not in records:
                 raise CybersecqwenError(f"task {name} needs the source {source} ({purpose}) in data.sources")
         # A builder yields None where the facts do not make an example (a question without 3 distractors).
-        examples += [example for example in entry.build(records, seed) if example is not None]
+        examples += [example for example in entry.build(records, options) if example is not None]
     return examples
 
 
@@ -67,10 +76,12 @@ class Example:
     source_id: str
     messages: tuple[tuple[str, str], ...]  # (role, content), the assistant's answer last
     content: str = ""  # the item's own text (fields without the task's fixed instructions): what dedup compares
+    source_label: str = ""  # the source's own label where the answer teaches another (a CNA's CWE-121 taught as CWE-787)
 
     def as_json(self) -> dict:
-        return {"task": self.task, "source": self.source, "source_id": self.source_id,
-                "messages": [{"role": r, "content": c} for r, c in self.messages]}
+        row = {"task": self.task, "source": self.source, "source_id": self.source_id,
+               "messages": [{"role": r, "content": c} for r, c in self.messages]}
+        return {**row, "source_label": self.source_label} if self.source_label else row
 
     @property
     def user_text(self) -> str:
@@ -100,11 +111,27 @@ def weakness_facts(weakness: Weakness) -> dict[str, str]:
     return {"cwe_id": weakness.cwe_id, "name": weakness.name}
 
 
-def labelled_cves(records: Records, catalog: dict[str, Weakness]) -> Iterator[tuple[Any, Weakness]]:
-    # One CWE per record: a multi-labelled CVE has no single right answer to teach.
-    for record in records.get("cve-vulnrichment-2022-2023", []):
-        if len(record.cwe_ids) == 1 and record.cwe_ids[0] in catalog:
-            yield record, catalog[record.cwe_ids[0]]
+def cve_records(records: Records) -> Iterator[tuple[str, Any]]:
+    """(source, record) of every CVE source the recipe reads, oldest source first."""
+    for source in CVE_SOURCES:
+        for record in records.get(source, []):
+            yield source, record
+
+
+def labelled_cves(records: Records, catalog: dict[str, Weakness], options: BuildOptions) -> Iterator[tuple[str, Any, Weakness, str]]:
+    """(source, record, the weakness taught, the source's own label where it differs). One CWE per record: a
+    multi-labelled CVE has no single right answer to teach. Under cwe_labels "view-1003" a CNA's CWE outside that
+    view is taught as its nearest ancestor inside it (the label NVD, CTI-RCM's judge, would assign)."""
+    for source, record in cve_records(records):
+        if len(record.cwe_ids) != 1 or record.cwe_ids[0] not in catalog:
+            continue
+        yield source, record, *taught(record.cwe_ids[0], catalog, options)
+
+
+def taught(cwe_id: str, catalog: dict[str, Weakness], options: BuildOptions) -> tuple[Weakness, str]:
+    """The weakness an example teaches for a label, and the label itself where that differs (see labelled_cves)."""
+    mapped = in_simplified_view(cwe_id, catalog) if options.cwe_labels == "view-1003" else None
+    return (catalog[mapped], cwe_id) if mapped and mapped != cwe_id else (catalog[cwe_id], "")
 
 
 def observed_examples(catalog: dict[str, Weakness]) -> Iterator[tuple[Weakness, str, str]]:
@@ -118,17 +145,18 @@ def observed_examples(catalog: dict[str, Weakness]) -> Iterator[tuple[Weakness, 
 
 
 @builder("cti-rcm", needs={"mitre-cwe": "CWE names for the answers"})
-def rcm_examples(records: Records, seed: int) -> Iterator[Example]:
+def rcm_examples(records: Records, options: BuildOptions) -> Iterator[Example]:
     catalog = records["mitre-cwe"]
 
-    def example(source: str, source_id: str, description: str, weakness: Weakness) -> Example | None:
-        return make_example("cti-rcm", source, source_id, {"Description": description}, **weakness_facts(weakness),
+    def example(source: str, source_id: str, description: str, weakness: Weakness, given: str = "") -> Example | None:
+        made = make_example("cti-rcm", source, source_id, {"Description": description}, **weakness_facts(weakness),
                             explanation=first_sentence(weakness.description))
+        return replace(made, source_label=given) if made and given else made
 
-    for record, weakness in labelled_cves(records, catalog):
-        yield example("cve-vulnrichment-2022-2023", record.cve_id, record.description, weakness)
+    for source, record, weakness, given in labelled_cves(records, catalog, options):
+        yield example(source, record.cve_id, record.description, weakness, given)
     for weakness, reference, description in observed_examples(catalog):
-        yield example("mitre-cwe", f"{weakness.cwe_id}/{reference}", description, weakness)
+        yield example("mitre-cwe", f"{weakness.cwe_id}/{reference}", description, *taught(weakness.cwe_id, catalog, options))
     for number, row in enumerate(records.get("cybersecqwen-release-rcm-2021", [])):
         if row.cwe_id in catalog:
             yield example("cybersecqwen-release-rcm-2021", f"line-{number + 1}", row.description, catalog[row.cwe_id])
@@ -136,11 +164,10 @@ def rcm_examples(records: Records, seed: int) -> Iterator[Example]:
 
 # --- CTI-VSP: CVE description -> CVSS v3.1 vector ----------------------------------------------------------
 @builder("cti-vsp")
-def vsp_examples(records: Records, seed: int) -> Iterator[Example | None]:
-    for record in records.get("cve-vulnrichment-2022-2023", []):
+def vsp_examples(records: Records, options: BuildOptions) -> Iterator[Example | None]:
+    for source, record in cve_records(records):
         if record.cvss_vector:
-            yield make_example("cti-vsp", "cve-vulnrichment-2022-2023", record.cve_id, {"Description": record.description},
-                               vector=record.cvss_vector)
+            yield make_example("cti-vsp", source, record.cve_id, {"Description": record.description}, vector=record.cvss_vector)
 
 
 # --- CTI-MCQ: questions generated from ATT&CK, CWE and CAPEC facts ------------------------------------------
@@ -174,9 +201,9 @@ def mcq_example(source: str, source_id: str, question: str, correct: str, distra
 
 
 @builder("cti-mcq")
-def mcq_examples(records: Records, seed: int) -> Iterator[Example | None]:
+def mcq_examples(records: Records, options: BuildOptions) -> Iterator[Example | None]:
     attack, cwe, capec = records.get("mitre-attack-enterprise"), records.get("mitre-cwe"), records.get("mitre-capec")
-    rng = random.Random(seed)
+    rng = random.Random(options.seed)
     balancer = LetterBalancer()
     if attack is not None:
         yield from _attack_questions(attack, rng, balancer)
@@ -299,7 +326,7 @@ def first_evidence(labelled: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 @builder("cti-ate", needs={"mitre-attack-enterprise": "the technique reference list"})
-def ate_examples(records: Records, seed: int, chunk: int = 4) -> Iterator[Example]:
+def ate_examples(records: Records, options: BuildOptions, chunk: int = 4) -> Iterator[Example]:
     attack: AttackCatalog = records["mitre-attack-enterprise"]
     names = dict(attack.main_techniques())
     reference = technique_list(attack.main_techniques(), "Enterprise")
@@ -335,7 +362,7 @@ def redact(text: str, names: list[str]) -> str | None:
 
 
 @builder("cti-taa")
-def taa_examples(records: Records, seed: int) -> Iterator[Example | None]:
+def taa_examples(records: Records, options: BuildOptions) -> Iterator[Example | None]:
     attack = records.get("mitre-attack-enterprise")
     groups = sorted((a for a in attack.actors.values() if a.kind == "group"), key=lambda a: a.attack_id) if attack else []
     profiles = [("mitre-attack-enterprise", f"{a.attack_id} {a.url}", a.name, a.aliases, a.description) for a in groups]
@@ -350,19 +377,20 @@ def taa_examples(records: Records, seed: int) -> Iterator[Example | None]:
 
 # --- server forms: CWE classification (JSON) and CTI Q&A ----------------------------------------------------
 @builder("cwe-classify", needs={"mitre-cwe": "the CWE catalog"})
-def cwe_classify_examples(records: Records, seed: int) -> Iterator[Example]:
+def cwe_classify_examples(records: Records, options: BuildOptions) -> Iterator[Example]:
     catalog = records["mitre-cwe"]
-    labelled = [(weakness, f"{weakness.cwe_id}/{reference}#classify", "mitre-cwe", description)
+    labelled = [(*taught(weakness.cwe_id, catalog, options), f"{weakness.cwe_id}/{reference}#classify", "mitre-cwe", description)
                 for weakness, reference, description in observed_examples(catalog)]
-    labelled += [(weakness, record.cve_id + "#classify", "cve-vulnrichment-2022-2023", record.description)
-                 for record, weakness in labelled_cves(records, catalog)]
-    for weakness, source_id, source, text in labelled:
-        yield make_example("cwe-classify", source, source_id, {"Text": text}, **weakness_facts(weakness),
-                           justification=first_sentence(weakness.description))
+    labelled += [(weakness, given, record.cve_id + "#classify", source, record.description)
+                 for source, record, weakness, given in labelled_cves(records, catalog, options)]
+    for weakness, given, source_id, source, text in labelled:
+        made = make_example("cwe-classify", source, source_id, {"Text": text}, **weakness_facts(weakness),
+                            justification=first_sentence(weakness.description))
+        yield replace(made, source_label=given) if made and given else made
 
 
 @builder("cti-qa")
-def qa_examples(records: Records, seed: int) -> Iterator[Example]:
+def qa_examples(records: Records, options: BuildOptions) -> Iterator[Example]:
     attack, cwe, capec = records.get("mitre-attack-enterprise"), records.get("mitre-cwe"), records.get("mitre-capec")
     pairs: list[tuple[str, str, str, str]] = []  # (source, source id, question, answer)
     if attack is not None:

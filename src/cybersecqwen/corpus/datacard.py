@@ -21,6 +21,9 @@ def corpus_stats(corpus: Path) -> str:
 def render_datacard(manifest: dict[str, Any]) -> str:
     lines = [f"# Corpus datacard: {manifest['recipe']}", "",
              f"Seed {manifest['seed']}; lengths measured with the tokenizer of `{manifest['tokenizer']}`.", "",
+             f"CVE data protocol: **{manifest.get('cve_protocol', 'not recorded')}** (a model trained on this corpus is "
+             "measured under it); CWE answers: "
+             f"{'mapped into view 1003 where the catalog relates them (source labels kept as source_label)' if manifest.get('cwe_labels') == 'view-1003' else 'as the sources give them'}.", "",
              "## Sources", "", "| source | file | license | pinned | origin |", "|---|---|---|---|---|"]
     for name, source in manifest["sources"].items():
         lines.append(f"| {name} | {source['file']} | {source['license']} | {'yes' if source['pinned'] else 'NO'} | {source['origin']} |")

@@ -65,6 +65,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"system prompt: {'yes' if protocol['system_prompt'] else 'none'})",
         f"- sample: {report['sample']['strategy']}" + (f", {report['sample']['limit']} per task" if report['sample']['limit'] else "")
         + "".join(f", {name}: {n}" for name, n in report["sample"].get("task_limits", {}).items()),
+        *([f"- CVE data protocol of what answered: **{cve}** (records published before CTI-Bench's test period only, or "
+           "within it with the test items removed: the two are never set side by side)"]
+          if (cve := ((report.get("backend") or {}).get("details") or {}).get("cve_protocol")) else []),
         f"- created {report['created']} by cybersecqwen {report['cybersecqwen_version']}",
         "",
         "## Results",

@@ -29,7 +29,8 @@ class HeadsResponder:
         self.heads = load_heads(folder)
         self.data_dir, self.download = data_dir, download
         names = sorted(self.heads.models) + (["mcq"] if self.heads.mcq_payload is not None else [])
-        details = {"heads": names, "corpus_manifest_sha256": self.heads.manifest["corpus_manifest_sha256"]}
+        details = {"heads": names, "corpus_manifest_sha256": self.heads.manifest["corpus_manifest_sha256"],
+                   "cve_protocol": self.heads.manifest.get("cve_protocol", "not recorded")}
         if self.heads.mcq_payload is not None:
             details["book"] = {"cti-mcq": OPEN_BOOK}  # every other task: closed-book, from the text alone
         self.info = BackendInfo("heads", f"heads:{folder}", details)

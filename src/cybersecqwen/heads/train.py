@@ -254,8 +254,12 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
         meta["holdout_keys"] = [text_key(text) for text in holdout_texts]
         heads[spec.name] = {"meta": meta, "metrics": metrics, "tasks": list(spec.tasks)}
     mcq = train_mcq(corpus, data_dir, download, seed, skipped)
+    corpus_manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     write_heads(out, arrays, heads, {
         "kind": "cybersecqwen-heads", "cybersecqwen_version": __version__, "seed": seed,
+        # What the heads' numbers are measured under (the corpus's CVE data), said by every answer they give.
+        "cve_protocol": corpus_manifest.get("cve_protocol", "not recorded (a corpus built before protocols were named)"),
+        "cwe_labels": corpus_manifest.get("cwe_labels", "as-given"),
         "corpus": str(corpus), "corpus_manifest_sha256": sha256_bytes(manifest_path.read_bytes()),
         "split": f"validation = newest {CVE_VALIDATION_SHARE:.0%} of CVE records by CVE id + the corpus val split of other sources",
         "skipped": skipped, "seconds": round(time.perf_counter() - started, 1), "versions": library_versions(),
@@ -319,7 +323,8 @@ def write_heads(out: Path, arrays: dict[str, np.ndarray], heads: dict[str, Any],
 
 def summary(manifest: dict[str, Any], out: Path) -> str:
     """What `heads train` prints: per head, its validation numbers; then what was skipped and why."""
-    lines = [f"{out}: heads trained in {manifest['seconds']} s on {manifest['corpus']} ({manifest['split']})"]
+    lines = [f"{out}: heads trained in {manifest['seconds']} s on {manifest['corpus']} ({manifest['split']}); "
+             f"CVE data protocol: {manifest.get('cve_protocol', 'not recorded')}"]
     for name, head in manifest["heads"].items():
         v = head["validation"]
         quality = (f"micro-F1 {v['micro_f1']:.3f} at threshold {v['threshold']}" if "micro_f1" in v else
