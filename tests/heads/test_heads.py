@@ -74,6 +74,28 @@ def test_too_few_examples_name_the_head_and_the_count(source_mirror, tmp_path):
         train_heads(tmp_path / "missing", tmp_path / "heads", source_mirror)
 
 
+def test_served_cvss_vector_is_the_one_eval_heads_scores_even_with_a_calibrated_weight(trained_heads, source_mirror):
+    """Issue 36.6: /v1/cve/map without a model and `eval --model heads:` give the same CTI-VSP answer: the median-score
+    vector of the heads' distributions. A lone head's fusion weight (a calibration temperature, 1.132 on the default
+    heads) used to sharpen the distribution and move that median: 8 of 20 CTI-VSP answers differed."""
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
+    from cybersecqwen.heads.respond import HeadsResponder
+    from cybersecqwen.tasks import get_task
+    from cybersecqwen.tasks.base import Item
+
+    service = CtiService(None, load_catalogs(source_mirror), load_heads(trained_heads))
+    service.fusion.weights["cvss"] = [1.6, 0.0, 0.0]
+    texts = ["A remote unauthenticated attacker can compromise the server over the network",
+             "A local user with low privileges can crash the kernel driver", "Stored script in the comment form runs in a victim's browser",
+             "Physical access to the device reads its memory", "An attacker on the adjacent network reads traffic after the user clicks"]
+    task = get_task("cti-vsp")
+    items = [Item(i, task.build_prompt({"Description": text}), "", {"Description": text}) for i, text in enumerate(texts)]
+    expected = HeadsResponder(trained_heads, source_mirror).answers(task, items)
+    served = [task.render_answer(service.map_cve("CVE-2024-0001", text)["cvss"]["vector"]) for text in texts]
+    assert served == expected
+
+
 def test_heads_are_evaluated_like_any_model_through_the_task_scorers(trained_heads, source_mirror, tmp_path):
     from cybersecqwen.evaluate.runner import EvalConfig, run_eval
 

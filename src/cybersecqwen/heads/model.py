@@ -104,30 +104,9 @@ class Heads:
         return out
 
     def cvss(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Per text: the vector whose base score is the median of the heads' predictive distribution of base scores
-        (the median minimises the expected absolute deviation, CTI-VSP's metric), each metric's value and probability.
-
-        Metrics are taken as independent; the distribution covers each metric's two likeliest values (256 vectors)."""
+        """Per text: the heads' metric distributions and the vector median_vector chooses from them."""
         per_metric = {key: self.ranked(f"cvss-{key}", texts, 2) for key in CVSS_METRICS}
-        out = []
-        for i in range(len(texts)):
-            options = [per_metric[key][i] for key in CVSS_METRICS]
-            vectors = []
-            for choice in itertools.product(*options):
-                vector = "CVSS:3.1/" + "/".join(f"{key}:{code}" for key, (code, _) in zip(CVSS_METRICS, choice))
-                vectors.append((vector, float(np.prod([p for _, p in choice])), base_score(vector)))
-            vectors = [v for v in vectors if v[2] is not None]
-            weights = np.array([p for _, p, _ in vectors]) / sum(p for _, p, _ in vectors)
-            scores = np.array([s for _, _, s in vectors])
-            order = np.argsort(scores, kind="stable")
-            median = scores[order][np.searchsorted(np.cumsum(weights[order]), 0.5)]
-            # Among vectors scoring the median, the likeliest.
-            vector, _, score = max((v for v in vectors if v[2] == median), key=lambda v: v[1])
-            chosen = dict(part.split(":") for part in vector.split("/")[1:])
-            confidence = {key: dict(per_metric[key][i]).get(chosen[key], 0.0) for key in CVSS_METRICS}
-            out.append({"vector": vector, "base_score": score, "metric_confidence": {k: round(c, 4) for k, c in confidence.items()},
-                        "confidence": round(min(confidence.values()), 4)})
-        return out
+        return [median_vector({key: per_metric[key][i] for key in CVSS_METRICS}) for i in range(len(texts))]
 
     def techniques(self, texts: list[str]) -> list[list[tuple[str, float]]]:
         """Per text, the techniques at or above the threshold chosen on validation (at least the best one)."""
@@ -149,3 +128,27 @@ class HoldoutHeads(Heads):
                                         f"the heads' validation texts (retrain the heads on this corpus)")
             out.append([(labels_of[i], float(p)) for i, p in zip(labels[row], probabilities[row])][:k])
         return out
+
+
+def median_vector(per_metric: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:
+    """The vector whose base score is the median of the predictive distribution of base scores (the median minimises
+    the expected absolute deviation, CTI-VSP's metric), each metric's value and probability. The served /v1/cve/map
+    and `eval --model heads:` both choose this way (one number per answerer).
+
+    Metrics are taken as independent; the distribution covers each metric's two likeliest values (256 vectors)."""
+    options = [sorted(per_metric[key], key=lambda pair: -pair[1])[:2] for key in CVSS_METRICS]
+    vectors = []
+    for choice in itertools.product(*options):
+        vector = "CVSS:3.1/" + "/".join(f"{key}:{code}" for key, (code, _) in zip(CVSS_METRICS, choice))
+        vectors.append((vector, float(np.prod([p for _, p in choice])), base_score(vector)))
+    vectors = [v for v in vectors if v[2] is not None]
+    weights = np.array([p for _, p, _ in vectors]) / sum(p for _, p, _ in vectors)
+    scores = np.array([s for _, _, s in vectors])
+    order = np.argsort(scores, kind="stable")
+    median = scores[order][np.searchsorted(np.cumsum(weights[order]), 0.5)]
+    # Among vectors scoring the median, the likeliest.
+    vector, _, score = max((v for v in vectors if v[2] == median), key=lambda v: v[1])
+    chosen = dict(part.split(":") for part in vector.split("/")[1:])
+    confidence = {key: dict(per_metric[key]).get(chosen[key], 0.0) for key in CVSS_METRICS}
+    return {"vector": vector, "base_score": score, "metric_confidence": {k: round(c, 4) for k, c in confidence.items()},
+            "confidence": round(min(confidence.values()), 4)}
