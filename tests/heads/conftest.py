@@ -52,10 +52,11 @@ def synthetic_examples(per_label: int = 30) -> list[dict]:
     reference = technique_list([(t, name) for t, (name, _) in ATE.items()])
     for start in range(per_label * 6):
         chosen = rng.sample(sorted(ATE), rng.choice([1, 2]))
-        text = " ".join(ATE[t][1].format(p=rng.choice(PRODUCTS)) for t in chosen)
-        rows.append(example("cti-ate", "tram-attack-sentences", f"doc-{start}#0",
-                            {"Platform": "Enterprise", "Description": text, "TechniqueList": reference},
-                            evidence={t: ATE[t][1] for t in chosen}, names={t: ATE[t][0] for t in ATE}))
+        sentences = [(t, ATE[t][1].format(p=f"{rng.choice(PRODUCTS)} host {rng.randrange(100)}")) for t in chosen]
+        rows.append({**example("cti-ate", "tram-attack-sentences", f"doc-{start}#0",
+                               {"Platform": "Enterprise", "Description": " ".join(s for _, s in sentences), "TechniqueList": reference},
+                               evidence={t: ATE[t][1] for t in chosen}, names={t: ATE[t][0] for t in ATE}),
+                     "sentences": [list(pair) for pair in sentences]})  # as the corpus writes CTI-ATE examples
     return rows
 
 

@@ -17,7 +17,7 @@ from tests.heads.conftest import example, synthetic_examples, write_corpus
 
 def test_heads_train_save_load_and_predict(trained_heads, heads_corpus):
     manifest = json.loads((trained_heads / "manifest.json").read_text())
-    assert set(manifest["heads"]) == {"cwe", "attack", *(f"cvss-{k}" for k in ("AV", "AC", "PR", "UI", "S", "C", "I", "A"))}
+    assert set(manifest["heads"]) == {"cwe", "attack", "attack-sentences", *(f"cvss-{k}" for k in ("AV", "AC", "PR", "UI", "S", "C", "I", "A"))}
     assert "actor" in manifest["skipped"]  # the corpus has no threat-actor examples: said, not hidden
     assert manifest["heads"]["cwe"]["validation"]["validation_examples"] > 0
     heads = load_heads(trained_heads, heads_corpus / "manifest.json")
@@ -202,7 +202,7 @@ def test_multi_label_fusion_learns_per_candidate_weights_and_reports_several_tec
     assert ((probabilities > 0.5) == (truth == 1)).all()  # several right candidates are likely at once, not one
     from cybersecqwen.answering.service import Fusion
 
-    with pytest.raises(CybersecqwenError, match="fusion weights for attack need 5 values"):
+    with pytest.raises(CybersecqwenError, match="fusion weights for attack need 6 values"):
         Fusion({"attack": [1.0, 0.0, 0.0]}, {"attack": 0.5}, "a softmax-era weight list")
     result = evaluate_labels(label_items("perfect"), perfect, head_threshold=0.5)
     assert result["micro_f1_fused"] == 1.0 and result["micro_f1_fused"] > result["micro_f1_head"]
@@ -245,3 +245,42 @@ def test_heads_fuse_learns_weights_with_the_embedded_model_and_the_server_uses_t
     service, backend = fused_service(trained_heads, "embedded", source_mirror)
     backend.close()
     assert "heads only" in service.fusion.source and "older cybersecqwen" in caplog.text
+
+
+def test_the_sentence_classifier_finds_a_technique_one_sentence_shows_and_joins_the_attack_fusion(trained_heads, source_mirror):
+    """Issue 36.4: trained on the labelled sentences of CTI-ATE examples, validated on whole reports (threshold chosen
+    there); a report's technique probability is its best sentence's; it is a fusion feature and a shortlist source."""
+    from cybersecqwen.answering.catalog import load_catalogs
+    from cybersecqwen.answering.service import CtiService
+    from cybersecqwen.heads.model import SENTENCE_HEAD
+
+    heads = load_heads(trained_heads)
+    validation = heads.validation(SENTENCE_HEAD)
+    assert validation["validation_reports"] > 10 and 0 < validation["threshold"] < 1 and validation["micro_f1"] > 0.8
+    report = ("Quarterly summary of the incident. The team met twice. The operators clear event logs on Helix Mail to hide "
+              "the intrusion. Budget follows in the appendix.")
+    found = heads.sentence_techniques([report])[0]
+    assert max(found, key=found.get) == "T1070" and found["T1070"] > 0.5
+    assert set(heads.holdout().sentence_techniques([next(iter(_validation_reports(trained_heads)))])[0]) <= set(heads.models[SENTENCE_HEAD].labels)
+    service = CtiService(None, load_catalogs(source_mirror), heads)
+    service.fusion.weights["attack"] = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # the sentence feature alone
+    top = service.extract_attack(report)["techniques"][0]
+    assert top["technique_id"] == "T1070" and top["components"]["sentences"] > 0.5
+
+
+def _validation_reports(heads_dir):
+    """The texts the sentence head kept holdout predictions for: found by asking the holdout view for each."""
+    import json
+
+    from cybersecqwen.heads.model import text_key
+
+    keys = set(json.loads((heads_dir / "heads.json").read_text())["attack-sentences"]["holdout_keys"])
+    corpus = heads_dir.parent / "corpus"
+    from cybersecqwen.tasks import get_task
+
+    for line in (corpus / "val.jsonl").read_text().splitlines() + (corpus / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["task"] == "cti-ate":
+            text = get_task("cti-ate").item_text(row["messages"][-2]["content"])
+            if text_key(text) in keys:
+                yield text

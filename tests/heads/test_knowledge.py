@@ -32,11 +32,11 @@ def index(records):
 
 def mcq_rows(records) -> list[tuple[str, list[str], int]]:
     """The corpus builder's own MCQ examples over the fixture catalogs, as (question, options, gold index)."""
-    from cybersecqwen.corpus.builders import mcq_examples
+    from cybersecqwen.corpus.builders import BuildOptions, mcq_examples
     from cybersecqwen.heads.mcq import mcq_fields
 
     rows = []
-    for example in (e.as_json() for e in mcq_examples(records, 0) if e is not None):
+    for example in (e.as_json() for e in mcq_examples(records, BuildOptions()) if e is not None):
         question, options = mcq_fields(example["messages"][-2]["content"])
         rows.append((question, options, "ABCD".index(example["messages"][-1]["content"].strip())))
     return rows
@@ -89,10 +89,10 @@ def test_the_answerer_learns_on_train_chooses_on_validation_and_cites(index, rec
 @pytest.fixture
 def mcq_heads(records, source_mirror, tmp_path):  # noqa: F811
     """Heads trained on a corpus holding the synthetic examples and the builder's MCQ examples in both splits."""
-    from cybersecqwen.corpus.builders import mcq_examples
+    from cybersecqwen.corpus.builders import BuildOptions, mcq_examples
     from cybersecqwen.heads.train import train_heads
 
-    corpus = write_corpus(tmp_path / "corpus", synthetic_examples() + [e.as_json() for e in mcq_examples(records, 0) if e is not None],
+    corpus = write_corpus(tmp_path / "corpus", synthetic_examples() + [e.as_json() for e in mcq_examples(records, BuildOptions()) if e is not None],
                           val_every=4)
     train_heads(corpus, tmp_path / "heads", source_mirror)
     return tmp_path / "heads"
@@ -103,11 +103,14 @@ def test_heads_train_the_answerer_and_guard_its_file(mcq_heads, tmp_path):
 
     manifest = json.loads((mcq_heads / "manifest.json").read_text())
     assert "mcq.json" in manifest["files"] and manifest["mcq"]["protocol"] == "open-book over the open catalogs"
-    assert load_heads(mcq_heads).mcq_payload["depth"] in (5, 10, 20)
+    routes = load_heads(mcq_heads).mcq_payload["routes"]
+    assert set(routes) == {"attack", "weakness"}  # issue 36.3: one answerer per kind of question, each chosen on its own
+    assert all(r["depth"] in (5, 10, 20) and set(r["retrievers_tried"]) == {"tfidf", "bm25"} for r in routes.values())
+    assert set(manifest["mcq"]["validation"]["routes"]) == {"attack", "weakness"}
     tampered = tmp_path / "tampered"
     shutil.copytree(mcq_heads, tampered)
     payload = json.loads((tampered / "mcq.json").read_text())
-    payload["bias"] += 1
+    payload["routes"]["attack"]["bias"] += 1
     (tampered / "mcq.json").write_text(json.dumps(payload))
     with pytest.raises(CybersecqwenError, match="does not match its sha256"):
         load_heads(tampered)
@@ -259,9 +262,10 @@ def test_heads_fuse_without_a_model_learns_the_knowledge_weight_and_serves_it(tr
 
     result = fit_fusion(trained_heads, heads_corpus, None, items=10, data_dir=source_mirror)
     saved = json.loads((trained_heads / "fusion-heads.json").read_text())
-    assert saved == json.loads(json.dumps(result)) and saved["model"] == "none" and saved["format"] == 3
+    assert saved == json.loads(json.dumps(result)) and saved["model"] == "none" and saved["format"] == 4
     attack = saved["jobs"]["attack"]
-    assert len(attack["weights"]) == 5 and attack["weights"][1] == 0.0 and "micro_f1_knowledge" in attack
+    assert len(attack["weights"]) == 6 and attack["weights"][1] == 0.0 and "micro_f1_knowledge" in attack
+    assert "micro_f1_sentences" in attack  # the sentence classifier's column (issue 36.4)
     assert "micro_f1_model" not in attack and "top1_model" not in saved["jobs"]["cvss"]  # no model: no model row
     assert not (trained_heads / "fusion.json").exists()
     service = load_service(None, source_mirror, False, False, trained_heads, "embedded")

@@ -179,10 +179,10 @@ def evaluate_labels(labelled: list[tuple[np.ndarray, np.ndarray, int]], weights:
     gold = sum(n for _, _, n in labelled)
     out: dict[str, Any] = {"candidate_recall": round(sum(float(y.sum()) for _, y, _ in labelled) / gold, 4) if gold else 0.0}
     out["micro_f1_head"] = round(micro_f1(labelled, [sigmoid(x[:, 0]) for x, _, _ in labelled], head_threshold), 4)
-    for name, column in (("model", 1), ("lexical", 2), ("knowledge", 3)):
+    for name, column in (("model", 1), ("lexical", 2), ("knowledge", 3), ("sentences", 4)):
         if not any(x.shape[1] > column and x[:, column].any() for x, _, _ in labelled):
             continue  # an answerer that was not there (no model, no knowledge index)
-        alone = [np.exp(log_softmax(x[:, column])) for x, _, _ in labelled]
+        alone = [sigmoid(x[:, column]) if name == "sentences" else np.exp(log_softmax(x[:, column])) for x, _, _ in labelled]
         out[f"micro_f1_{name}"] = round(max(micro_f1(labelled, alone, t) for t in SELECT_GRID), 4)
     fused = [label_probabilities(x, weights) for x, _, _ in labelled]
     scores = {t: micro_f1(labelled, fused, t) for t in SELECT_GRID}

@@ -82,6 +82,11 @@ def mcq_features(service, choice: dict[str, Any], question: str, options: list[s
     return matrix
 
 
+def route_accuracy(answerer, route: str) -> str:
+    details = answerer.details["routes"].get(route, {})
+    return f"validation accuracy {details.get('validation_accuracy', 'n/a')} on {details.get('validation_items', 0)} questions of its kind"
+
+
 def grounded_choice(answerer, question: str, options: list[str], service=None) -> dict[str, Any]:
     """The answerer's pick, fused with the model's letters where `heads fuse` learned a weight for the model."""
     check_deadline()
@@ -104,7 +109,8 @@ def grounded_choice(answerer, question: str, options: list[str], service=None) -
             "needs_review": confidence < (service.review_below.get("mcq", REVIEW_BELOW) if service is not None else REVIEW_BELOW)
                             or not citations, "found": bool(citations), "citations": citations,
             "method": f"the heads' MCQ answerer, {OPEN_BOOK}: each option scored against the passages the question retrieves "
-                      f"(validation accuracy {answerer.details.get('validation_accuracy', 'n/a')})"
+                      + (f"(route '{choice['route']}': {route_accuracy(answerer, choice['route'])})" if "route" in choice else
+                         f"(validation accuracy {answerer.details.get('validation_accuracy', 'n/a')})")
                       + (f"; fused with the model's letters (weights answerer {service.fusion.weights['mcq'][0]:.2f}, model "
                          f"{service.fusion.weights['mcq'][1]:.2f}: {service.fusion.source})" if fused else "; the model has no learned say"),
             "note": None if citations else "no catalog passage supports any option: the letter is a guess"}

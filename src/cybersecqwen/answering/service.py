@@ -29,6 +29,7 @@ from cybersecqwen.answering.catalog import COMMON_CWES, COMMON_TECHNIQUES, Catal
 from cybersecqwen.answering.deadline import check_deadline
 from cybersecqwen.answering.shared import REVIEW_BELOW, SENTENCE
 from cybersecqwen.errors import CybersecqwenError
+from cybersecqwen.heads.model import SENTENCE_HEAD
 from cybersecqwen.heads.fusion import (
     ATTACK_FEATURES,
     FEATURES,
@@ -45,6 +46,7 @@ from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.ate import technique_list
 
 log = logging.getLogger(__name__)
+SENTENCE_CANDIDATES = 5  # the sentence classifier's best techniques added to the ATT&CK shortlist
 MODEL_ROOM = 1024  # tokens of a model's context kept for the prompt's instructions, the candidates and the answer
 JOBS = ("cwe", "attack", "cvss", "mcq")
 HEAD_OF = {"cwe": "cwe", "attack": "attack", "cvss": "cvss-AV", "mcq": "mcq"}  # mcq: the open-book answerer (heads/mcq.py)
@@ -222,6 +224,9 @@ class CtiService:
         if self.heads is not None and self.heads.has(job):
             head = dict(self.heads.ranked(job, [text])[0])
         chosen = [c for c, _ in sorted(head.items(), key=lambda pair: -pair[1]) if c in catalog][: self.shortlist]
+        if job == "attack" and self.heads is not None:  # what a single sentence shows, though the whole text's head missed it
+            best = sorted(self.heads.sentence_techniques([text])[0].items(), key=lambda pair: -pair[1])[:SENTENCE_CANDIDATES]
+            chosen += [c for c, _ in best if c in catalog and c not in chosen]
         chosen += [c for c in index.shortlist(text, self.shortlist, prior) if c not in chosen]
         return chosen, head
 
@@ -242,6 +247,9 @@ class CtiService:
         if job == "attack" and self.knowledge is not None:  # without the index the feature reads 0 for every candidate
             support = self.knowledge.technique_support(text, [s.strip() for s in SENTENCE.split(text) if s.strip()])
             matrix[:, 3] = [support.get(c, 0.0) for c in candidates]
+        if job == "attack" and self.heads is not None and self.heads.has(SENTENCE_HEAD):
+            by_sentence = self.heads.sentence_techniques([text])[0]
+            matrix[:, 4] = logit([by_sentence.get(c, 1e-6) for c in candidates])
         return candidates, matrix
 
     def fuse(self, job: str, text: str, task_name: str, fields: dict[str, str]) -> list[dict[str, Any]]:
@@ -254,7 +262,9 @@ class CtiService:
                  "components": {"head": round(float(head[i]), 4) if self.heads is not None and self.heads.has(job) else None,
                                 "model": round(float(np.exp(matrix[i, 1])), 4) if self.fusion.uses_model(job) else None,
                                 "lexical": round(float(matrix[i, 2]), 4),
-                                **({"knowledge": round(float(matrix[i, 3]), 4)} if job == "attack" else {})}} for i in order]
+                                **({"knowledge": round(float(matrix[i, 3]), 4),
+                                    "sentences": round(float(sigmoid(matrix[i, 4])), 4) if self.heads is not None and self.heads.has(SENTENCE_HEAD) else None}
+                                   if job == "attack" else {})}} for i in order]
 
     def method(self, job: str, prompt: str) -> str:
         weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(JOB_FEATURES[job], self.fusion.weights[job]))

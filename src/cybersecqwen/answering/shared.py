@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
+from cybersecqwen.heads.model import SENTENCE  # noqa: F401 - one definition of where sentences end
 
-SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 REVIEW_BELOW = 0.5  # below this confidence an answer is flagged needs_review, until a threshold is learned on validation

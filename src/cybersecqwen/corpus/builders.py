@@ -77,11 +77,18 @@ class Example:
     messages: tuple[tuple[str, str], ...]  # (role, content), the assistant's answer last
     content: str = ""  # the item's own text (fields without the task's fixed instructions): what dedup compares
     source_label: str = ""  # the source's own label where the answer teaches another (a CNA's CWE-121 taught as CWE-787)
+    # CTI-ATE examples: the labelled sentences the text was joined from, (technique or sub-technique id, sentence);
+    # the heads' sentence-level ATT&CK classifier learns from them (heads/train.py).
+    sentences: tuple[tuple[str, str], ...] = ()
 
     def as_json(self) -> dict:
         row = {"task": self.task, "source": self.source, "source_id": self.source_id,
                "messages": [{"role": r, "content": c} for r, c in self.messages]}
-        return {**row, "source_label": self.source_label} if self.source_label else row
+        if self.source_label:
+            row["source_label"] = self.source_label
+        if self.sentences:
+            row["sentences"] = [list(pair) for pair in self.sentences]
+        return row
 
     @property
     def user_text(self) -> str:
@@ -211,6 +218,15 @@ def mcq_examples(records: Records, options: BuildOptions) -> Iterator[Example | 
         yield from _cwe_questions(cwe, rng, balancer)
     if cwe is not None and capec is not None:
         yield from _capec_questions(capec, cwe, rng, balancer)
+    # Questions of the shapes CTI-MCQ asks (what an actor did, what a mitigation involves, what a CWE recommends in a
+    # phase, a CAPEC pattern's skills, mitigations and consequences): the answers are sentences, not catalog names, so
+    # choosing the answerer's settings on them measures what CTI-MCQ measures (issue 36.3).
+    if attack is not None:
+        yield from _attack_shaped_questions(attack, rng, balancer)
+    if cwe is not None:
+        yield from _cwe_shaped_questions(cwe, rng, balancer)
+    if capec is not None:
+        yield from _capec_shaped_questions(capec, rng, balancer)
 
 
 def _attack_questions(attack: AttackCatalog, rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
@@ -316,6 +332,115 @@ def _capec_questions(capec: list[AttackPattern], cwe: dict[str, Weakness], rng: 
                           f"CAPEC lists {right.cwe_id} ({right.name}) as a weakness {pattern.capec_id} exploits.", balancer)
 
 
+def _without_lead(text: str, names: list[str]) -> str:
+    """A sentence about an actor as an option: its name replaced by "It" where it leads ("APT28 has used ..." ->
+    "It has used ..."), so the option does not give the question away."""
+    for name in sorted(names, key=len, reverse=True):
+        if text.startswith(name + " "):
+            return "It " + text[len(name) + 1:]
+    return text
+
+
+def _attack_shaped_questions(attack: AttackCatalog, rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
+    from cybersecqwen.catalogs.attack import clean
+
+    by_actor: dict[str, list] = defaultdict(list)
+    for procedure in attack.procedures:
+        if procedure.actor_id in attack.actors and len(procedure.text.split()) >= 6:
+            by_actor[procedure.actor_id].append(procedure)
+    actors = sorted(by_actor)
+    for actor_id in actors:
+        actor = attack.actors[actor_id]
+        procedure = rng.choice(by_actor[actor_id])
+        technique = attack.techniques.get(procedure.technique_id)
+        if technique is None:
+            continue
+        names = [actor.name, *actor.aliases]
+        correct = _without_lead(first_sentence(clean(procedure.text)), names)
+        wrong = []
+        for other_id in pick(rng, [a for a in actors if a != actor_id], 8):
+            other = rng.choice(by_actor[other_id])
+            if other.technique_id != procedure.technique_id:
+                wrong.append(_without_lead(first_sentence(clean(other.text)), [attack.actors[other_id].name, *attack.actors[other_id].aliases]))
+        what = "the threat group" if actor.kind == "group" else f"the {actor.kind}"
+        yield mcq_example("mitre-attack-enterprise", f"{actor_id}#{procedure.technique_id}#procedure",
+                          f"Which action has {what} {actor.name} been documented performing ({technique.name})?", correct, wrong[:3],
+                          f"ATT&CK's procedure example for {actor.name} under {technique.name} ({technique.technique_id}).", balancer)
+    users: dict[str, set[str]] = defaultdict(set)
+    for procedure in attack.procedures:
+        if procedure.actor_id in attack.actors:
+            users[procedure.technique_id].add(procedure.actor_id)
+    software = sorted(a for a, actor in attack.actors.items() if actor.kind != "group")
+    for technique_id in sorted(users):
+        technique = attack.techniques.get(technique_id)
+        right = sorted(a for a in users[technique_id] if a in software)
+        if technique is None or not right:
+            continue
+        wrong = [attack.actors[a].name for a in pick(rng, [a for a in software if a not in users[technique_id]], 3)]
+        correct = attack.actors[rng.choice(right)].name
+        yield mcq_example("mitre-attack-enterprise", f"{technique_id}#software",
+                          f"Which of the following software has been documented using {technique.name} ({technique_id})?",
+                          correct, wrong, f"ATT&CK documents {correct} using {technique.name}.", balancer)
+    names = {m: name for m, (name, _) in attack.mitigations.items()}
+    for mitigation_id, (name, description) in sorted(attack.mitigations.items()):
+        sentence = first_sentence(clean(description))
+        if len(sentence.split()) < 6:
+            continue
+        # "Remote Data Storage focuses on moving critical data ..." -> "moving critical data ...": the name goes.
+        lead = re.sub(rf"(?i)^{re.escape(name)}\s+(?:is|are|involves|refers to|focuses on)\s+", "", sentence)
+        yield mcq_example("mitre-attack-enterprise", f"{mitigation_id}#involves",
+                          f"Which ATT&CK mitigation involves the following: \"{lead}\"", name,
+                          pick(rng, [n for m, n in sorted(names.items()) if m != mitigation_id and n != name], 3),
+                          f"The mitigation is {name} ({mitigation_id}).", balancer)
+
+
+def _phase_items(items: tuple[str, ...]) -> list[tuple[str, str]]:
+    """("Architecture and Design", first sentence) of catalog entries written "Phase: text"."""
+    out = []
+    for item in items:
+        phase, _, text = item.partition(": ")
+        if text and len(phase) <= 40 and len(text.split()) >= 6:
+            out.append((phase, first_sentence(text)))
+    return out
+
+
+def _cwe_shaped_questions(cwe: dict[str, Weakness], rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
+    weaknesses = [w for w in sorted(cwe.values(), key=lambda w: int(w.cwe_id[4:])) if w.status != "Deprecated"]
+    pool = [(w.cwe_id, phase, text) for w in weaknesses for phase, text in _phase_items(w.extra.get("mitigations", ()))]
+    for w in weaknesses:
+        own = _phase_items(w.extra.get("mitigations", ()))
+        if not own:
+            continue
+        phase, correct = rng.choice(own)
+        wrong = [text for cwe_id, other_phase, text in pick(rng, pool, 12) if cwe_id != w.cwe_id and text != correct]
+        yield mcq_example("mitre-cwe", f"{w.cwe_id}#mitigation",
+                          f"What mitigation does {w.cwe_id} ({w.name}) recommend during the {phase} phase?", correct, wrong[:3],
+                          f"CWE lists this mitigation for {w.cwe_id} ({phase}).", balancer)
+
+
+def _capec_shaped_questions(capec: list[AttackPattern], rng: random.Random, balancer: LetterBalancer) -> Iterator[Example | None]:
+    patterns = sorted(capec, key=lambda p: int(p.capec_id.split("-")[1]))
+    for field_name, question, fact in (
+            ("skills", "Which skill is required for executing a {id} ({name}) attack?", "CAPEC lists this skill for {id}."),
+            ("mitigations", "What is a mitigation for preventing {name} ({id})?", "CAPEC lists this mitigation for {id}."),
+            ("consequences", "What is a possible consequence of {name} ({id})?", "CAPEC lists this consequence for {id}.")):
+        def values(pattern: AttackPattern) -> list[str]:
+            raw = getattr(pattern, field_name)
+            if field_name == "consequences":
+                return sorted({c.split(": ", 1)[-1] for c in raw})
+            return [first_sentence(v.split(": ", 1)[-1]) for v in raw if len(v.split()) >= 5]
+
+        pool = [(p.capec_id, v) for p in patterns for v in values(p)]
+        for pattern in patterns:
+            own = values(pattern)
+            if not own:
+                continue
+            correct = rng.choice(own)
+            wrong = [v for capec_id, v in pick(rng, pool, 12) if capec_id != pattern.capec_id and v not in own]
+            yield mcq_example("mitre-capec", f"{pattern.capec_id}#{field_name}", question.format(id=pattern.capec_id, name=pattern.name),
+                              correct, wrong[:3], fact.format(id=pattern.capec_id), balancer)
+
+
 # --- CTI-ATE: text -> main technique ids ---------------------------------------------------------------------
 def first_evidence(labelled: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Main technique id -> the first sentence quoting it, from (technique or sub-technique id, text) pairs."""
@@ -333,7 +458,8 @@ def ate_examples(records: Records, options: BuildOptions, chunk: int = 4) -> Ite
 
     def example(source: str, source_id: str, labelled: list[tuple[str, str]]) -> Example | None:
         fields = {"Platform": "Enterprise", "Description": " ".join(text for _, text in labelled), "TechniqueList": reference}
-        return make_example("cti-ate", source, source_id, fields, evidence=first_evidence(labelled), names=names)
+        made = make_example("cti-ate", source, source_id, fields, evidence=first_evidence(labelled), names=names)
+        return replace(made, sentences=tuple(labelled)) if made else None
 
     by_actor: dict[str, list] = defaultdict(list)
     for procedure in attack.procedures:

@@ -21,9 +21,11 @@ from scipy.optimize import minimize
 FEATURES = ("head", "model", "lexical")
 # ATT&CK adds the knowledge index's support: how closely the text's sentences match the technique's own descriptions
 # and procedure examples in the catalog (heads/knowledge.py technique_support).
-ATTACK_FEATURES = FEATURES + ("knowledge",)
+# Then the sentence classifier: each technique's probability in the text's likeliest sentence (heads/train.py
+# train_sentence_head), as a logit like the head's.
+ATTACK_FEATURES = FEATURES + ("knowledge", "sentences")
 FLOOR = np.log(1e-6)  # the log-probability of a candidate an answerer did not rank at all
-FORMAT = 3  # of fusion.json: 3 = ATT&CK has the knowledge feature; 2 = multi-label jobs fused per label; 1 = one softmax
+FORMAT = 4  # of fusion.json: 4 = ATT&CK has the sentence feature; 3 = the knowledge feature; 2 = multi-label per label; 1 = one softmax
 
 
 def logit(probability: np.ndarray | float) -> np.ndarray:

@@ -20,7 +20,8 @@ import numpy as np
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.knowledge import KnowledgeIndex
 
-FEATURES = ("named_cover", "named_exact", "top1_cover", "topk_cover", "topk_exact", "joint_retrieval")
+FEATURES = ("named_cover", "named_exact", "top1_cover", "topk_cover", "topk_exact", "joint_retrieval",
+            "question_overlap", "option_length")  # the last two read no passage: what a route without support can use
 DEPTHS = (5, 10, 20)  # retrieval depths tried on validation
 STRENGTHS = (0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation
 PROMPT = re.compile(r"\*\*Question:\*\* (?P<question>.*?)\s+\*\*Options:\*\* A\) (?P<A>.*?) B\) (?P<B>.*?) C\) (?P<C>.*?) "
@@ -123,18 +124,35 @@ def option_support(index: KnowledgeIndex, terms: Terms, question: str, options: 
         named_exact = float(bool(lowered) and any(lowered in index.passages[i].text.lower() for i in named))
         topk_exact = max((1.0 / (1 + rank) for rank, i in enumerate(retrieved) if lowered and lowered in index.passages[i].text.lower()),
                          default=0.0)
-        rows.append(Support(np.array([named_cover, named_exact, top1_cover, topk_cover, topk_exact, joint]),
+        overlap = len(option_terms & terms(question)) / len(option_terms) if option_terms else 0.0
+        rows.append(Support(np.array([named_cover, named_exact, top1_cover, topk_cover, topk_exact, joint, overlap,
+                                      np.log1p(len(option.split()))]),
                             named_at if named_at is not None else topk_at))
     return rows
 
 
+JOINT = FEATURES.index("joint_retrieval")
+
+
 def centred(matrix: np.ndarray) -> np.ndarray:
-    """Features relative to the question's other options (what sets an option apart), joint BM25 scaled per question."""
+    """Features relative to the question's other options (what sets an option apart), joint retrieval scaled per question."""
     out = matrix - matrix.mean(axis=0, keepdims=True)
-    spread = np.abs(out[:, -1]).max()
+    spread = np.abs(out[:, JOINT]).max()
     if spread > 0:
-        out[:, -1] /= spread
+        out[:, JOINT] /= spread
     return out
+
+
+# Routes (issue 36.3): questions about weaknesses and attack patterns (they name a CWE or CAPEC entry or speak of
+# weaknesses) and the rest (ATT&CK techniques, software, groups, mitigations, general CTI). A published study of
+# retrieval on CTI-MCQ found it lifted the ATT&CK questions and cost the others; each route here learns its own
+# retriever, depth, strength and feature weights on the corpus's validation questions of its kind.
+ROUTES = ("attack", "weakness")
+WEAKNESS_QUESTION = re.compile(r"(?i)\b(?:CWE|CAPEC)(?:-\d+)?\b|\bweakness|\battack pattern")
+
+
+def route(question: str) -> str:
+    return "weakness" if WEAKNESS_QUESTION.search(question) else "attack"
 
 
 def softmax(values: np.ndarray) -> np.ndarray:
@@ -169,6 +187,8 @@ class McqAnswerer:
         return {"features": list(FEATURES), "weights": [float(w) for w in self.weights], "bias": self.bias, "depth": self.depth,
                 "retriever": self.index.retriever, **self.details}
 
+    route = "all"
+
     @classmethod
     def from_json(cls, payload: dict[str, Any], index: KnowledgeIndex) -> "McqAnswerer":
         """The answerer over `index`, re-indexed with the retriever its weights were learned over (scores differ)."""
@@ -179,6 +199,58 @@ class McqAnswerer:
             index = KnowledgeIndex(index.passages, retriever)
         return cls(index, np.array(payload["weights"], dtype=float), float(payload["bias"]), int(payload["depth"]),
                    {k: v for k, v in payload.items() if k not in ("features", "weights", "bias", "depth", "retriever")})
+
+
+@dataclass
+class RoutedAnswerer:
+    """One McqAnswerer per route; a question goes to its route's (heads/mcq.route)."""
+
+    answerers: dict[str, McqAnswerer]
+
+    @property
+    def terms(self) -> Terms:  # the same stemmed words whatever the route
+        return next(iter(self.answerers.values())).terms
+
+    def answer(self, question: str, options: Sequence[str]) -> dict[str, Any]:
+        which = route(question)
+        answerer = self.answerers.get(which) or next(iter(self.answerers.values()))
+        return {**answerer.answer(question, options), "route": which}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What validation measured, over every route (each route's own figures under `routes`)."""
+        routes = {name: a.details for name, a in self.answerers.items()}
+        items = sum(d.get("validation_items", 0) for d in routes.values())
+        correct = sum(d.get("validation_accuracy", 0) * d.get("validation_items", 0) for d in routes.values())
+        return {"validation_accuracy": round(correct / items, 4) if items else None, "validation_items": items, "routes": routes}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"routes": {name: a.to_json() for name, a in self.answerers.items()}, **{k: v for k, v in self.details.items() if k != "routes"}}
+
+
+def load_answerer(payload: dict[str, Any], index: KnowledgeIndex) -> McqAnswerer | RoutedAnswerer:
+    if "routes" in payload:
+        return RoutedAnswerer({name: McqAnswerer.from_json(p, index) for name, p in payload["routes"].items()})
+    return McqAnswerer.from_json(payload, index)
+
+
+def fit_routed(index: KnowledgeIndex, train: list[tuple[str, list[str], int]], val: list[tuple[str, list[str], int]],
+               seed: int = 0, retrievers: Sequence[str] = ("tfidf", "bm25")) -> RoutedAnswerer:
+    """Each route's answerer fitted on its own questions, its retriever chosen with depth and strength on its own
+    validation questions; a route with too few questions of either split falls back to one fitted on all of them."""
+    indexes = {name: index if index.retriever == name else KnowledgeIndex(index.passages, name) for name in retrievers}
+    answerers = {}
+    for name in ROUTES:
+        own_train = [row for row in train if route(row[0]) == name]
+        own_val = [row for row in val if route(row[0]) == name]
+        if len(own_train) < 50 or len(own_val) < 20:
+            own_train, own_val = train, val
+        fitted = [fit_answerer(ix, own_train, own_val, seed) for ix in indexes.values()]
+        best = max(fitted, key=lambda a: a.details["validation_accuracy"])
+        best.details["retrievers_tried"] = {a.index.retriever: a.details["validation_accuracy"] for a in fitted}
+        best.route = name
+        answerers[name] = best
+    return RoutedAnswerer(answerers)
 
 
 def fit_answerer(index: KnowledgeIndex, train: list[tuple[str, list[str], int]], val: list[tuple[str, list[str], int]],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ import numpy as np
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.linear import TextClassifier
 from cybersecqwen.tasks.vsp import CVSS_METRICS, base_score
+
+SENTENCE_HEAD = "attack-sentences"  # the sentence-level ATT&CK classifier (heads/train.py train_sentence_head)
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where a report's sentences end (answering/shared reads this one too)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE.split(text) if s.strip()] or [text]
 
 
 def load_heads(folder: Path | str, corpus_manifest: Path | None = None) -> "Heads":
@@ -73,9 +81,9 @@ class Heads:
                                     f"({self.manifest.get('skipped', {}).get('mcq', 'trained before it existed: retrain the heads')})")
         if self._mcq is None:
             from cybersecqwen.heads.knowledge import KnowledgeIndex
-            from cybersecqwen.heads.mcq import McqAnswerer
+            from cybersecqwen.heads.mcq import load_answerer
 
-            self._mcq = McqAnswerer.from_json(self.mcq_payload, index or KnowledgeIndex.load(data_dir, download))
+            self._mcq = load_answerer(self.mcq_payload, index or KnowledgeIndex.load(data_dir, download))
         return self._mcq
 
     def holdout(self) -> "Heads":
@@ -103,6 +111,14 @@ class Heads:
             out.append([(model.labels[i], float(row[i])) for i in order])
         return out
 
+    def sentence_techniques(self, texts: list[str]) -> list[dict[str, float]]:
+        """Per text, each technique's probability from its likeliest sentence (the sentence classifier's maximum over
+        the text's sentences: a report shows a technique where one sentence does). Empty without the head."""
+        if SENTENCE_HEAD not in self.models:
+            return [{} for _ in texts]
+        model = self.models[SENTENCE_HEAD]
+        return [dict(zip(model.labels, model.probabilities(split_sentences(text)).max(axis=0).tolist())) for text in texts]
+
     def cvss(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per text: the heads' metric distributions and the vector median_vector chooses from them."""
         per_metric = {key: self.ranked(f"cvss-{key}", texts, 2) for key in CVSS_METRICS}
@@ -128,6 +144,11 @@ class HoldoutHeads(Heads):
                                         f"the heads' validation texts (retrain the heads on this corpus)")
             out.append([(labels_of[i], float(p)) for i, p in zip(labels[row], probabilities[row])][:k])
         return out
+
+    def sentence_techniques(self, texts: list[str]) -> list[dict[str, float]]:
+        if SENTENCE_HEAD not in self.models:
+            return [{} for _ in texts]
+        return [dict(row) for row in self.ranked(SENTENCE_HEAD, texts)]  # stored per text, already the maximum
 
 
 def median_vector(per_metric: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from cybersecqwen import __version__, catalogs
 from cybersecqwen.errors import CybersecqwenError
 from cybersecqwen.heads.fusion import expected_calibration_error, review_threshold
 from cybersecqwen.heads.linear import TextClassifier, featurize
-from cybersecqwen.heads.model import text_key
+from cybersecqwen.heads.model import SENTENCE_HEAD, split_sentences, text_key
 from cybersecqwen.progress import track
 from cybersecqwen.tasks import get_task
 from cybersecqwen.tasks.vsp import CVSS_METRICS
@@ -253,6 +253,13 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
         arrays[f"{spec.name}.holdout_probabilities"] = np.take_along_axis(holdout, top, axis=1).astype(np.float32)
         meta["holdout_keys"] = [text_key(text) for text in holdout_texts]
         heads[spec.name] = {"meta": meta, "metrics": metrics, "tasks": list(spec.tasks)}
+    try:
+        model, meta, metrics, extra = train_sentence_head(examples, seed, features)
+        arrays.update(extra)
+        heads[SENTENCE_HEAD] = {"meta": meta, "metrics": metrics, "tasks": ["cti-ate"]}
+    except CybersecqwenError as exc:
+        skipped[SENTENCE_HEAD] = str(exc)
+        log.warning("%s", exc)
     mcq = train_mcq(corpus, data_dir, download, seed, skipped)
     corpus_manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     write_heads(out, arrays, heads, {
@@ -267,12 +274,51 @@ def train_heads(corpus: Path, out: Path, data_dir: Path | None = None, download:
     return json.loads((out / "manifest.json").read_text())
 
 
+def train_sentence_head(examples: dict[str, list[dict[str, Any]]], seed: int, features: dict) -> tuple[TextClassifier, dict, dict, dict]:
+    """The sentence-level ATT&CK classifier (the approach of TRAM and TTPXHunter): one label per sentence, learned from
+    the labelled sentences CTI-ATE examples were joined from (TRAM's and ATT&CK's software procedure examples, already
+    decontaminated: an example from a software page a CTI-ATE item was written from is not in the corpus). A report's
+    techniques are each technique's best sentence probability; the threshold is chosen on validation reports for
+    micro-F1. Validation reports keep the pre-refit head's aggregated predictions (holdout, for fusion)."""
+    spec = HeadSpec(SENTENCE_HEAD, ("cti-ate",), lambda task, answer: answer, min_per_label=2)
+    train, val = split_examples(examples, spec.tasks)
+
+    def pairs(rows: list[dict]) -> tuple[list[str], list[str]]:
+        seen = dict.fromkeys((text, technique.split(".")[0]) for e in rows for technique, text in e.get("sentences", []))
+        return [t for t, _ in seen], [label for _, label in seen]
+
+    reports = [(get_task("cti-ate").item_text(e["messages"][-2]["content"]), {t.split(".")[0] for t, _ in e["sentences"]})
+               for e in val if e.get("sentences")]
+    sentences = sorted({s for text, _ in reports for s in split_sentences(text)})
+    model, metrics, holdout = train_head(spec, pairs(train), pairs(val), seed, features, sentences)
+    row_of = {sentence: i for i, sentence in enumerate(sentences)}
+    aggregated = np.stack([holdout[[row_of[s] for s in split_sentences(text)]].max(axis=0) for text, _ in reports]) \
+        if reports else np.zeros((0, len(model.labels)))
+    truth = np.array([[label in gold for label in model.labels] for _, gold in reports], dtype=float).reshape(len(reports), -1)
+    unseen = sum(len(gold - set(model.labels)) for _, gold in reports)  # gold techniques the head cannot name: still missed
+
+    def f1(threshold: float) -> float:
+        predicted = aggregated >= threshold
+        tp = float((predicted & (truth == 1)).sum())
+        return 2 * tp / (predicted.sum() + truth.sum() + unseen) if predicted.sum() + truth.sum() + unseen else 0.0
+
+    threshold = max(np.linspace(0.05, 0.95, 19), key=f1) if reports else 0.5
+    metrics.update(threshold=round(float(threshold), 2), micro_f1=round(f1(threshold), 4) if reports else None,
+                   validation_reports=len(reports), sentence_top1=metrics.pop("top1"), sentence_top5=metrics.pop("top5"))
+    head_arrays, meta = model.arrays(SENTENCE_HEAD)
+    top = np.argsort(-aggregated, axis=1, kind="stable")[:, :HOLDOUT_TOP].astype(np.int32)
+    head_arrays[f"{SENTENCE_HEAD}.holdout_labels"] = top
+    head_arrays[f"{SENTENCE_HEAD}.holdout_probabilities"] = np.take_along_axis(aggregated, top, axis=1).astype(np.float32)
+    meta["holdout_keys"] = [text_key(text) for text, _ in reports]
+    return model, meta, metrics, head_arrays
+
+
 def train_mcq(corpus: Path, data_dir: Path | None, download: bool, seed: int, skipped: dict[str, str]) -> dict[str, Any] | None:
     """The MCQ answerer (heads/mcq.py): features learned on the corpus's MCQ training examples, its settings chosen on
     the validation ones, over the knowledge index of the catalogs. Optional, like the ATT&CK and actor heads."""
     from cybersecqwen.datafiles import MissingDataError
     from cybersecqwen.heads.knowledge import KnowledgeIndex
-    from cybersecqwen.heads.mcq import corpus_mcq, fit_answerer
+    from cybersecqwen.heads.mcq import corpus_mcq, fit_routed
 
     train, val = corpus_mcq(corpus / "train.jsonl"), corpus_mcq(corpus / "val.jsonl")
     if not train or not val:
@@ -284,7 +330,7 @@ def train_mcq(corpus: Path, data_dir: Path | None, download: bool, seed: int, sk
         skipped["mcq"] = f"the knowledge index needs the catalogs: {exc}"
         log.warning("%s", skipped["mcq"])
         return None
-    answerer = fit_answerer(index, train, val, seed)
+    answerer = fit_routed(index, train, val, seed)
     return {**answerer.to_json(), "passages": len(index.passages)}
 
 
@@ -310,7 +356,10 @@ def write_heads(out: Path, arrays: dict[str, np.ndarray], heads: dict[str, Any],
                              for name, h in heads.items()}
         if mcq is not None:
             manifest["mcq"] = {"tasks": ["cti-mcq"], "protocol": "open-book over the open catalogs",
-                               "validation": {k: mcq[k] for k in ("validation_accuracy", "validation_items", "train_items", "depth", "strength")}}
+                               "validation": {"validation_accuracy": mcq["validation_accuracy"], "validation_items": mcq["validation_items"],
+                                              "routes": {name: {k: r[k] for k in ("validation_accuracy", "validation_items", "train_items",
+                                                                                   "depth", "strength", "retriever")}
+                                                         for name, r in mcq["routes"].items()}}}
         manifest["files"] = {name: sha256_bytes((staging / name).read_bytes()) for name in files}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -333,7 +382,9 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
                      f"C {v['c']}; {quality}")
     if "mcq" in manifest:
         v = manifest["mcq"]["validation"]
-        lines.append(f"  mcq (open-book over the catalogs): {v['train_items']} train / {v['validation_items']} validation; "
-                     f"depth {v['depth']}, C {v['strength']}; accuracy {v['validation_accuracy']:.3f}")
+        lines.append(f"  mcq (open-book over the catalogs): accuracy {v['validation_accuracy']:.3f} on {v['validation_items']} "
+                     "validation questions; " + "; ".join(
+                         f"route {name}: {r['train_items']} train / {r['validation_items']} validation, {r['retriever']}, "
+                         f"depth {r['depth']}, C {r['strength']}, accuracy {r['validation_accuracy']:.3f}" for name, r in v["routes"].items()))
     lines += [f"  {name}: not trained: {why}" for name, why in manifest.get("skipped", {}).items()]
     return "\n".join(lines)

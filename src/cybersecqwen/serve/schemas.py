@@ -61,6 +61,8 @@ class Components(BaseModel):
     lexical: float | None = None
     knowledge: float | None = Field(None, description="ATT&CK: the closest match between the text's sentences and the "
                                     "technique's own descriptions and procedure examples in the catalog (cosine)")
+    sentences: float | None = Field(None, description="ATT&CK: the sentence classifier's probability of this technique in the "
+                                    "text's likeliest sentence")
 
 
 class Quality(BaseModel):
