@@ -130,6 +130,8 @@ def source_mirror(fixture_mirror: Path) -> Path:
     write_cve_records(root / "cve-vulnrichment-2024" / "cve-records-2024.jsonl.gz", [
         ("CVE-2024-0101", ["CWE-121"], "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
          "A stack-based buffer overflow in the HTTP parser of Gizmo Router 3.2 lets remote attackers run code."),
+        ("CVE-2024-0102", ["CWE-99999"], "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N",  # a label the catalog does not hold
+         "An information disclosure in the status page of Gizmo Router 3.2 reveals the admin password hash."),
     ])
     (root / "tram-attack-sentences").mkdir()
     (root / "tram-attack-sentences" / "single_label.json").write_text(json.dumps([

@@ -187,6 +187,8 @@ def test_cve_labels_are_taught_in_view_1003_with_the_source_label_kept_and_the_p
         if row["task"] != "cti-vsp":
             assert "CWE-787" in row["messages"][-1]["content"] and row["source_label"] == "CWE-121", row
     assert all("source_label" not in r for r in rows if r["source_id"].startswith("CVE-2023-0001"))  # CWE-89 is in the view
+    # A CWE the catalog does not hold teaches no weakness (its CVSS vector still teaches CTI-VSP).
+    assert {r["task"] for r in rows if r["source_id"].startswith("CVE-2024-0102")} == {"cti-vsp"}
     card = (tmp_path / "mapped" / "datacard.md").read_text()
     assert "test period without the test items" in card and "view 1003" in card
 
