@@ -36,6 +36,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+TOP5: dict[int, list[str]] = {}  # CTI-RCM row -> the API's five CWE ids, for top-5
+
+
 def ask(client, task, item) -> str:
     """One row through the API, its answer in the task's answer form."""
     f = item.fields
@@ -45,7 +48,8 @@ def ask(client, task, item) -> str:
         if task.name == "cti-vsp":
             return task.render_answer(body["cvss"]["vector"])
         first = body["cwe"][0]
-        return task.render_answer(first["cwe_id"], first["name"], "; ".join(c["cwe_id"] for c in body["cwe"]))
+        TOP5[item.index] = [c["cwe_id"] for c in body["cwe"]]
+        return task.render_answer(first["cwe_id"], first["name"], "the API's five: " + ", ".join(TOP5[item.index]))
     if task.name == "cti-mcq":
         options = [f[f"Option {x}"] for x in "ABCD"]
         body = client.post("/v1/cti/ask", json={"question": f["Question"], "options": options}).json()
@@ -97,6 +101,9 @@ def main() -> None:
                      "eval_heads": scored["eval"].metrics, "eval_heads_ci95": scored["eval"].ci95, "answers_differ": differ,
                      "trivial_answer": str(task.trivial_answer(task.load(args.data_dir))),
                      "latency_ms": {"p50": round(statistics.median(timings), 1), "p95": round(percentile(timings, 0.95), 1)}}
+            if name == "cti-rcm":
+                hits = [str(item.gold).strip() in TOP5.get(item.index, []) for item in items]
+                entry["api_top5"] = round(sum(hits) / len(hits), 4)
             results["tasks"][name] = entry
             print(json.dumps({name: entry}, default=str), flush=True)
     if args.out:

@@ -216,7 +216,7 @@ class CtiService:
         return log_softmax(np.array(self.score(ChoiceRequest(task.prompt_messages(fields), choices, task.answer_prefix))))
 
     # --- candidates and their features -----------------------------------------------------------------------
-    def candidates(self, job: str, text: str) -> tuple[list[str], dict[str, float]]:
+    def candidates(self, job: str, text: str, by_sentence: dict[str, float] | None = None) -> tuple[list[str], dict[str, float]]:
         """The heads' best labels first, then the catalog index's shortlist; (ids, the head's probability of each)."""
         catalog, index, prior = ((self.catalogs.cwe, self.catalogs.cwe_index, COMMON_CWES) if job == "cwe"
                                  else (self.catalogs.attack, self.catalogs.attack_index, COMMON_TECHNIQUES))
@@ -224,14 +224,16 @@ class CtiService:
         if self.heads is not None and self.heads.has(job):
             head = dict(self.heads.ranked(job, [text])[0])
         chosen = [c for c, _ in sorted(head.items(), key=lambda pair: -pair[1]) if c in catalog][: self.shortlist]
-        if job == "attack" and self.heads is not None:  # what a single sentence shows, though the whole text's head missed it
-            best = sorted(self.heads.sentence_techniques([text])[0].items(), key=lambda pair: -pair[1])[:SENTENCE_CANDIDATES]
+        if job == "attack" and by_sentence:  # what a single sentence shows, though the whole text's head missed it
+            best = sorted(by_sentence.items(), key=lambda pair: -pair[1])[:SENTENCE_CANDIDATES]
             chosen += [c for c, _ in best if c in catalog and c not in chosen]
         chosen += [c for c in index.shortlist(text, self.shortlist, prior) if c not in chosen]
         return chosen, head
 
     def features(self, job: str, text: str, task_name: str, fields: dict[str, str], use_model: bool) -> tuple[list[str], np.ndarray]:
-        candidates, head = self.candidates(job, text)
+        # The sentence classifier reads every sentence once per request: its answer is both a shortlist source and a feature.
+        by_sentence = self.heads.sentence_techniques([text])[0] if job == "attack" and self.heads is not None else {}
+        candidates, head = self.candidates(job, text, by_sentence)
         catalog, index = (self.catalogs.cwe, self.catalogs.cwe_index) if job == "cwe" else (self.catalogs.attack, self.catalogs.attack_index)
         if job == "attack":  # ATE's prompt lists the candidates as its technique reference
             fields = {**fields, "TechniqueList": technique_list([(c, catalog[c].name) for c in candidates], "Enterprise")}
@@ -247,8 +249,7 @@ class CtiService:
         if job == "attack" and self.knowledge is not None:  # without the index the feature reads 0 for every candidate
             support = self.knowledge.technique_support(text, [s.strip() for s in SENTENCE.split(text) if s.strip()])
             matrix[:, 3] = [support.get(c, 0.0) for c in candidates]
-        if job == "attack" and self.heads is not None and self.heads.has(SENTENCE_HEAD):
-            by_sentence = self.heads.sentence_techniques([text])[0]
+        if by_sentence:
             matrix[:, 4] = logit([by_sentence.get(c, 1e-6) for c in candidates])
         return candidates, matrix
 
