@@ -104,6 +104,8 @@ def main() -> None:
             if name == "cti-rcm":
                 hits = [str(item.gold).strip() in TOP5.get(item.index, []) for item in items]
                 entry["api_top5"] = round(sum(hits) / len(hits), 4)
+            entry["per_item"] = {str(k[0]): parsed["api"][k] for k in sorted(parsed["api"])}  # for paired tests between runs
+            entry["per_item_correct"] = {str(r["index"]): r.get("stats", {}) for r in scored["api"].records}
             results["tasks"][name] = entry
             print(json.dumps({name: entry}, default=str), flush=True)
     if args.out:

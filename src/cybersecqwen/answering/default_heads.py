@@ -117,7 +117,7 @@ def default_heads(heads: Path | None, no_heads: bool, chat_only: bool = False, d
         return None, (f"heads: {skipped}none: the language model answers alone, which is near chance on CWE and ATT&CK; "
                       "the default heads are not built (they are on a start without --no-heads); or run `make demo` / "
                       "`cybersecqwen heads train` and pass --heads DIR")
-    (announce or print)(f"building the default heads once from the data mirror into {cached} (about 5 minutes on 2 cores; "
+    (announce or print)(f"building the default heads once from the data mirror into {cached} (about 15 minutes on 2 cores; "
                         "later starts reuse them; --no-heads skips this)")
     try:
         built = build_default_heads(cached, data_dir, download)

@@ -200,6 +200,8 @@ def clean_pool(recipe: Recipe, data_dir: Path | None, download: bool) -> Pool:
         hits = index.check(f"{example.content}\n{example.messages[-1][1]}\n{example.source_id}")
         if hits:
             dropped[(example.source, "contaminated")] += 1
+            if example.sentences:  # what the sentence classifier loses with it (issue 36.4: the report says how many)
+                dropped[(example.source, "contaminated sentences")] += len(example.sentences)
             for split_name in sorted({h.split for h in hits}):
                 contamination[(example.source, split_name)] += 1
         else:

@@ -461,14 +461,18 @@ def ate_examples(records: Records, options: BuildOptions, chunk: int = 4) -> Ite
         made = make_example("cti-ate", source, source_id, fields, evidence=first_evidence(labelled), names=names)
         return replace(made, sentences=tuple(labelled)) if made else None
 
+    # Every procedure example of every software and group, eight to an example: the sentence classifier learns from
+    # each sentence. The actor's page URL is in the source id, so decontamination drops every example of a software
+    # page a CTI-ATE item was written from (and counts its sentences).
     by_actor: dict[str, list] = defaultdict(list)
     for procedure in attack.procedures:
-        if procedure.actor_id.startswith("S"):
-            by_actor[procedure.actor_id].append(procedure)
+        by_actor[procedure.actor_id].append(procedure)
     for actor_id in sorted(by_actor):
         actor = attack.actors.get(actor_id)
-        yield example("mitre-attack-enterprise", actor_id + (f" {actor.url}" if actor else ""),
-                      [(p.technique_id, p.text) for p in by_actor[actor_id][:8]])
+        procedures = by_actor[actor_id]
+        for start in range(0, len(procedures), 8):
+            yield example("mitre-attack-enterprise", actor_id + (f"#{start}" if start else "") + (f" {actor.url}" if actor else ""),
+                          [(p.technique_id, p.text) for p in procedures[start:start + 8]])
     by_document: dict[str, list] = defaultdict(list)
     for sentence in records.get("tram-attack-sentences") or []:
         by_document[sentence.document].append(sentence)
