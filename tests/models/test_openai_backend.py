@@ -126,7 +126,7 @@ def test_the_fused_structured_answer_is_the_same_through_the_remote_server(serve
     monkeypatch.setenv(TEMPLATE_ENV, str(embedded_gguf()))
     catalogs, heads = load_catalogs(source_mirror), load_heads(trained_heads)
     jobs = ("cwe", "attack", "cvss", "mcq")
-    fusion = Fusion({job: [0.5, 1.0, 0.5] + [0.0, 0.0] * (job == "attack") for job in jobs}, {job: 0.5 for job in jobs}, "test: the model weighs")
+    fusion = Fusion({job: [0.5, 1.0, 0.5] + [0.0, 0.0, 0.0] * (job == "attack") for job in jobs}, {job: 0.5 for job in jobs}, "test: the model weighs")
     text = "SQL injection in the login form lets remote attackers read the user database."
     answers = []
     for backend in (LlamaCppBackend(embedded_gguf()), OpenAIBackend(server + "#smollm2")):
@@ -186,7 +186,7 @@ def test_a_down_or_malformed_upstream_is_a_502_and_frees_the_queue(trained_heads
         bad.score_choices([ChoiceRequest(SHORT, ("CWE-89",))])
 
     jobs = ("cwe", "attack", "cvss", "mcq")
-    fusion = Fusion({job: [0.5, 1.0, 0.5] + [0.0, 0.0] * (job == "attack") for job in jobs}, {job: 0.5 for job in jobs}, "test")
+    fusion = Fusion({job: [0.5, 1.0, 0.5] + [0.0, 0.0, 0.0] * (job == "attack") for job in jobs}, {job: 0.5 for job in jobs}, "test")
     service = CtiService(down, load_catalogs(source_mirror), load_heads(trained_heads), fusion)
     app = create_app(down, service, ServerSettings(model_name="remote", max_queue=2, audit_log=tmp_path / "audit.jsonl"))
     http = TestClient(app, base_url="http://localhost")

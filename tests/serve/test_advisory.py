@@ -170,9 +170,9 @@ def test_a_trusted_model_writes_the_summary_under_a_schema_and_a_weak_one_does_n
             return ['{"summary": "Acme Portal has a SQL injection."}' for _ in requests]
 
     backend, heads, catalogs = Summarizer(), load_heads(trained_heads), load_catalogs(source_mirror)
-    trusted = Fusion({job: [1.0, 0.5, 0.1] + [0.0, 0.0] * (job == "attack") for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
+    trusted = Fusion({job: [1.0, 0.5, 0.1] + [0.0, 0.0, 0.0] * (job == "attack") for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
     result = analyze(CtiService(backend, catalogs, heads, trusted), ADVISORY, "html")
     assert result["summary"]["text"] == "Acme Portal has a SQL injection." and "JSON schema" in result["summary"]["method"]
     assert backend.requests[-1].json_schema is not None and result["summary"]["needs_review"]
-    weak = Fusion({job: [1.0, 0.0, 0.1] + [0.0, 0.0] * (job == "attack") for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
+    weak = Fusion({job: [1.0, 0.0, 0.1] + [0.0, 0.0, 0.0] * (job == "attack") for job in ("cwe", "attack", "cvss")}, {job: 0.5 for job in ("cwe", "attack", "cvss")}, "test")
     assert analyze(CtiService(Summarizer(), catalogs, heads, weak), ADVISORY, "html")["summary"]["method"].startswith("extractive")
