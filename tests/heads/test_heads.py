@@ -228,9 +228,9 @@ def test_heads_fuse_learns_weights_with_the_embedded_model_and_the_server_uses_t
 
     result = fit_fusion(trained_heads, heads_corpus, "embedded", items=10, data_dir=source_mirror)
     saved = json.loads((trained_heads / "fusion.json").read_text())
-    assert saved == json.loads(json.dumps(result)) and saved["format"] == 3
+    assert saved == json.loads(json.dumps(result)) and saved["format"] == 4
     attack = saved["jobs"]["attack"]
-    assert len(attack["weights"]) == 5 and attack["validation_items"] == 10 and 0 < attack["select_above"] < 1
+    assert len(attack["weights"]) == 6 and attack["validation_items"] == 10 and 0 < attack["select_above"] < 1
     assert {"micro_f1_head", "micro_f1_model", "micro_f1_fused", "ece"} <= set(attack)
     assert len(saved["jobs"]["cwe"]["weights"]) == 3
     service, backend = fused_service(trained_heads, "embedded", source_mirror)
