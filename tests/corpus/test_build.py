@@ -144,7 +144,10 @@ def test_real_sources_build_in_sane_ranges_with_zero_benchmark_overlap(mirror, t
     from cybersecqwen.corpus.audit import audit_file
 
     out = tmp_path / "corpus"
-    manifest = build_corpus(load_recipe(Path("configs/recipes/smollm2-135m-cpu.yaml")), out, mirror)
+    # The epoch recipe: the demo's mix from the sources before 2024. The demo's own (with the 2024 records, 2.4x the
+    # CVE examples) took 206 s here against 84 s, too much of a suite that must fit 20 minutes; its decontamination on
+    # real data is measured in BENCHMARKS.md ("Issue 36": 354 of its 2024 examples dropped).
+    manifest = build_corpus(load_recipe(Path("configs/recipes/smollm2-135m-cpu-epoch.yaml")), out, mirror)
     assert 5000 <= manifest["counts"]["train"]["total"] <= 7000
     assert set(manifest["counts"]["train"]["by_task"]) >= {"cti-mcq", "cti-rcm", "cti-vsp", "cti-taa", "cwe-classify", "cti-qa"}
     assert manifest["contaminated_by_split"]["cybersecqwen-release-rcm-2021"]["cti-rcm-2021"] > 900

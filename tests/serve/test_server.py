@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CATALOG_CWES = {"CWE-20", "CWE-79", "CWE-89", "CWE-416", "CWE-787", "CWE-22"}
+CATALOG_CWES = {"CWE-20", "CWE-79", "CWE-89", "CWE-416", "CWE-787", "CWE-22", "CWE-121"}  # the fixture catalog (tests/corpus/conftest.py)
 CATALOG_TECHNIQUES = {"T1059", "T1083", "T1071", "T1070", "T1547"}
 
 
