@@ -23,13 +23,13 @@ def vector(service, description: str) -> dict[str, Any]:
                           if service.heads is not None and service.heads.has("cvss-AV") else {})
     messages = get_task("cti-vsp").prompt_messages({"Description": service.model_text(description)[0]})
     prefix, distributions = "", {}
+    with_model = service.fusion.uses_model("cvss") and service.backend is not None
     for key, (_, values) in CVSS_METRICS.items():
         # The answer the corpus trains, line by line: each metric is scored after the lines chosen before it.
         prefix += metric_prefix(key)
         codes = list(values)
         choices = tuple(metric_choice(key, code) for code in codes)
         score = np.zeros(len(codes))
-        with_model = service.fusion.uses_model("cvss") and service.backend is not None
         if head_probabilities:
             # Alone, the head's weight only sharpens its distribution (the calibration fit): the vector is chosen from
             # the head's own probabilities, as `eval --model heads:` chooses it (one number per answerer, issue 36.6).

@@ -187,8 +187,6 @@ class McqAnswerer:
         return {"features": list(FEATURES), "weights": [float(w) for w in self.weights], "bias": self.bias, "depth": self.depth,
                 "retriever": self.index.retriever, **self.details}
 
-    route = "all"
-
     @classmethod
     def from_json(cls, payload: dict[str, Any], index: KnowledgeIndex) -> "McqAnswerer":
         """The answerer over `index`, re-indexed with the retriever its weights were learned over (scores differ)."""
@@ -248,7 +246,6 @@ def fit_routed(index: KnowledgeIndex, train: list[tuple[str, list[str], int]], v
         fitted = [fit_answerer(ix, own_train, own_val, seed) for ix in indexes.values()]
         best = max(fitted, key=lambda a: a.details["validation_accuracy"])
         best.details["retrievers_tried"] = {a.index.retriever: a.details["validation_accuracy"] for a in fitted}
-        best.route = name
         answerers[name] = best
     return RoutedAnswerer(answerers)
 
